@@ -1,0 +1,352 @@
+/* Autograd, ops, planner and optimizers. Every op's gradient is compared with
+   central finite differences on random shapes; optimizer steps with numbers
+   worked out by hand; a training step is checked to allocate nothing. */
+#include <stdlib.h>
+static long g_allocs;
+static void *count_malloc(size_t n) { g_allocs++; return malloc(n); }
+static void *count_realloc(void *p, size_t n) { g_allocs++; return realloc(p, n); }
+#define DLCORE_MALLOC(n) count_malloc(n)
+#define DLCORE_REALLOC(p, n) count_realloc(p, n)
+#define DLCORE_FREE(p) free(p)
+#define DLCORE_IMPLEMENTATION
+#include "dlcore.h"
+#include "dltest.h"
+
+/* Values away from 0 so that relu's kink is never inside the +-eps window. */
+static void fill_away_from_zero(dl_rng *r, float *x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = (dl_rng_uniform(r) < 0.5f ? -1.0f : 1.0f) * (0.1f + dl_rng_uniform(r));
+}
+
+static void fill_normal(dl_rng *r, float *x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = dl_rng_normal(r);
+}
+
+enum { UN_RELU, UN_LEAKY, UN_SIGMOID, UN_TANH, UN_SOFTMAX, UN_LOGSOFTMAX, UN_DROPOUT, UN_RESHAPE,
+       UN_FLATTEN, UN_ADD_PARAM, UN_MUL_PARAM, UN_MATMUL, UN_DENSE, UN_DENSE_NOBIAS, UN_COUNT };
+
+/* Builds x -> op -> sum(op(x) * r) with x requiring its gradient, for a random
+   batch and feature width, and returns the gradient check's worst error. */
+static float check_op(int which, uint64_t seed, int training)
+{
+    dl_rng r;
+    dl_graph *g = dl_graph_new(seed);
+    int batch, f1, f2, x, y = -1, rin, prod, loss;
+    float err;
+    dl_rng_seed(&r, seed);
+    batch = 1 + (int)dl_rng_below(&r, 5);
+    f1 = 1 + (int)dl_rng_below(&r, 6);
+    f2 = 1 + (int)dl_rng_below(&r, 4);
+    x = dl_input(g, "x", DL_SHAPE(f1, f2));
+    dl_require_grad(g, x);
+    switch (which) {
+    case UN_RELU: y = dl_op_relu(g, x); break;
+    case UN_LEAKY: y = dl_op_leaky_relu(g, x, 0.1f); break;
+    case UN_SIGMOID: y = dl_op_sigmoid(g, x); break;
+    case UN_TANH: y = dl_op_tanh(g, x); break;
+    case UN_SOFTMAX: y = dl_op_softmax(g, x); break;
+    case UN_LOGSOFTMAX: y = dl_op_log_softmax(g, x); break;
+    case UN_DROPOUT: y = dl_op_dropout(g, x, 0.5f); break;
+    case UN_RESHAPE: y = dl_op_reshape(g, x, DL_SHAPE(f2, f1)); break;
+    case UN_FLATTEN: y = dl_op_flatten(g, x); break;
+    case UN_ADD_PARAM: y = dl_op_add(g, x, dl_param(g, "b", DL_SHAPE(f2), DL_INIT_HE_NORMAL)); break;
+    case UN_MUL_PARAM: y = dl_op_mul(g, x, dl_param(g, "s", DL_SHAPE(f1, f2), DL_INIT_HE_NORMAL)); break;
+    case UN_MATMUL: y = dl_op_matmul(g, x, dl_param(g, "w", DL_SHAPE(f2, 3), DL_INIT_GLOROT_UNIFORM)); break;
+    case UN_DENSE: {
+        int f = dl_op_flatten(g, x);
+        y = dl_op_dense(g, f, dl_param(g, "w", DL_SHAPE(f1 * f2, 5), DL_INIT_GLOROT_UNIFORM),
+                        dl_param(g, "b", DL_SHAPE(5), DL_INIT_HE_NORMAL));
+        break;
+    }
+    case UN_DENSE_NOBIAS:
+        y = dl_op_dense(g, dl_op_flatten(g, x), dl_param(g, "w", DL_SHAPE(f1 * f2, 4), DL_INIT_HE_UNIFORM), DL_NONE);
+        break;
+    }
+    {
+        dl_tensor yt = dl_node_value(g, y);
+        dl_shape sample = yt.shape;
+        int i;
+        for (i = 0; i + 1 < sample.ndim; i++) sample.d[i] = sample.d[i + 1];
+        sample.ndim--;
+        sample.d[sample.ndim] = 0;
+        rin = dl_input(g, "r", sample);
+    }
+    prod = dl_op_mul(g, y, rin);
+    loss = dl_op_sum(g, prod);
+    if (loss < 0 || dl_graph_plan(g, batch) != DL_OK) { fprintf(stderr, "%s\n", dl_last_error()); dl_graph_free(g); return 1e9f; }
+    dl_graph_set_batch(g, batch);
+    dl_graph_set_training(g, training);
+    fill_away_from_zero(&r, dl_node_value(g, x).data, dl_shape_numel(dl_node_value(g, x).shape));
+    fill_normal(&r, dl_node_value(g, rin).data, dl_shape_numel(dl_node_value(g, rin).shape));
+    err = dl_gradcheck(g, loss, 5e-3f);
+    dl_graph_free(g);
+    return err;
+}
+
+DL_TEST(gradcheck_every_op_on_random_shapes)
+{
+    int op, trial;
+    for (op = 0; op < UN_COUNT; op++)
+        for (trial = 0; trial < 4; trial++) {
+            float err = check_op(op, 100u * (unsigned)op + (unsigned)trial, 1);
+            if (!(err < 1e-2f)) DL_FAILF("op %d trial %d: gradient error %g", op, trial, (double)err);
+            DL_CHECK(err < 1e-2f);
+        }
+}
+
+/* pred -> loss(pred, target) for the three losses, pred and target both checked. */
+static float check_loss(int kind, uint64_t seed)
+{
+    dl_rng r;
+    dl_graph *g = dl_graph_new(seed);
+    int batch, classes, p, t, loss;
+    size_t i, n;
+    float err, *tv;
+    dl_rng_seed(&r, seed);
+    batch = 1 + (int)dl_rng_below(&r, 6);
+    classes = 2 + (int)dl_rng_below(&r, 6);
+    p = dl_input(g, "p", DL_SHAPE(classes));
+    dl_require_grad(g, p);
+    t = dl_input(g, "t", kind == 2 ? DL_SHAPE(1) : DL_SHAPE(classes));
+    if (kind == 0) { dl_require_grad(g, t); loss = dl_loss_mse(g, p, t); }
+    else if (kind == 1) { dl_require_grad(g, t); loss = dl_loss_bce_logits(g, p, t); }
+    else loss = dl_loss_sparse_ce(g, p, t);
+    if (loss < 0 || dl_graph_plan(g, batch) != DL_OK) { fprintf(stderr, "%s\n", dl_last_error()); return 1e9f; }
+    dl_graph_set_batch(g, batch);
+    fill_normal(&r, dl_node_value(g, p).data, (size_t)batch * classes);
+    tv = dl_node_value(g, t).data;
+    n = dl_shape_numel(dl_node_value(g, t).shape);
+    for (i = 0; i < n; i++)
+        tv[i] = kind == 0 ? dl_rng_normal(&r) : kind == 1 ? dl_rng_uniform(&r) : (float)dl_rng_below(&r, (uint32_t)classes);
+    err = dl_gradcheck(g, loss, 5e-3f);
+    dl_graph_free(g);
+    return err;
+}
+
+DL_TEST(gradcheck_losses)
+{
+    int kind, trial;
+    for (kind = 0; kind < 3; kind++)
+        for (trial = 0; trial < 5; trial++) {
+            float err = check_loss(kind, 7u * (unsigned)kind + (unsigned)trial);
+            if (!(err < 1e-2f)) DL_FAILF("loss %d trial %d: gradient error %g", kind, trial, (double)err);
+            DL_CHECK(err < 1e-2f);
+        }
+}
+
+DL_TEST(gradcheck_mean_and_two_layer_mlp)
+{
+    /* A deeper graph exercises gradient buffers shared by the planner. */
+    dl_rng r;
+    dl_graph *g = dl_graph_new(3);
+    int x = dl_input(g, "x", DL_SHAPE(6)), y = dl_input(g, "y", DL_SHAPE(1)), h, z, loss;
+    h = dl_op_tanh(g, dl_op_dense(g, x, dl_param(g, "w1", DL_SHAPE(6, 8), DL_INIT_GLOROT_UNIFORM), dl_param(g, "b1", DL_SHAPE(8), DL_INIT_HE_NORMAL)));
+    h = dl_op_sigmoid(g, dl_op_dense(g, h, dl_param(g, "w2", DL_SHAPE(8, 8), DL_INIT_GLOROT_UNIFORM), dl_param(g, "b2", DL_SHAPE(8), DL_INIT_HE_NORMAL)));
+    z = dl_op_dense(g, h, dl_param(g, "w3", DL_SHAPE(8, 3), DL_INIT_GLOROT_UNIFORM), dl_param(g, "b3", DL_SHAPE(3), DL_INIT_HE_NORMAL));
+    loss = dl_op_add(g, dl_loss_sparse_ce(g, z, y), dl_op_mean(g, z));
+    DL_CHECK(loss >= 0);
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 5), DL_OK);
+    dl_rng_seed(&r, 9);
+    fill_normal(&r, dl_node_value(g, x).data, 30);
+    { int i; for (i = 0; i < 5; i++) dl_node_value(g, y).data[i] = (float)(i % 3); }
+    DL_CHECK(dl_gradcheck(g, loss, 5e-3f) < 1e-2f);
+    dl_graph_free(g);
+}
+
+DL_TEST(planner_shares_gradient_buffers)
+{
+    /* Six tanh layers on [64, 256]: without sharing the gradients alone would
+       take 7 buffers; lifetimes let two or three do. */
+    dl_graph *g = dl_graph_new(1);
+    int h = dl_input(g, "x", DL_SHAPE(256)), i;
+    size_t one = 64 * 256 * sizeof(float);
+    dl_require_grad(g, h);
+    for (i = 0; i < 6; i++) h = dl_op_tanh(g, h);
+    h = dl_op_sum(g, h);
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 64), DL_OK);
+    /* 7 values + the kept input gradient + at most 2 shared ones (+ slack). */
+    DL_CHECK(dl_graph_arena_bytes(g) <= 10 * one + 4096);
+    DL_CHECK(dl_graph_arena_bytes(g) >= 9 * one);
+    dl_graph_free(g);
+}
+
+DL_TEST(partial_batch_gives_same_rows)
+{
+    dl_rng r;
+    dl_graph *g = dl_graph_new(5);
+    int x = dl_input(g, "x", DL_SHAPE(7)), y, i;
+    float full[8 * 4];
+    y = dl_op_softmax(g, dl_op_dense(g, x, dl_param(g, "w", DL_SHAPE(7, 4), DL_INIT_GLOROT_UNIFORM), dl_param(g, "b", DL_SHAPE(4), DL_INIT_HE_NORMAL)));
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 8), DL_OK);
+    dl_graph_set_batch(g, 8);
+    dl_rng_seed(&r, 2);
+    fill_normal(&r, dl_node_value(g, x).data, 56);
+    DL_CHECK_EQ_INT(dl_forward(g, y), DL_OK);
+    memcpy(full, dl_node_value(g, y).data, sizeof full);
+    DL_CHECK_EQ_INT(dl_graph_set_batch(g, 3), DL_OK);
+    DL_CHECK_EQ_INT(dl_node_value(g, y).shape.d[0], 3);
+    DL_CHECK_EQ_INT(dl_forward(g, y), DL_OK);
+    for (i = 0; i < 12; i++) DL_CHECK_NEAR(dl_node_value(g, y).data[i], full[i], 1e-6);
+    DL_CHECK_EQ_INT(dl_graph_set_batch(g, 9), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "batch 9");
+    dl_graph_free(g);
+}
+
+DL_TEST(shape_errors_are_reported_not_fatal)
+{
+    dl_graph *g = dl_graph_new(1);
+    int x = dl_input(g, "x", DL_SHAPE(5)), w = dl_param(g, "w", DL_SHAPE(4, 3), DL_INIT_ZEROS), y, z;
+    y = dl_op_matmul(g, x, w);
+    DL_CHECK(y < 0);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "inner dimensions differ: [1,5] and [4,3]");
+    z = dl_op_relu(g, y);             /* the failure passes through */
+    DL_CHECK(z < 0);
+    DL_CHECK(dl_op_add(g, x, dl_param(g, "b", DL_SHAPE(3), DL_INIT_ZEROS)) < 0);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "do not broadcast");
+    DL_CHECK(dl_op_dropout(g, x, 1.0f) < 0);
+    DL_CHECK(dl_op_reshape(g, x, DL_SHAPE(2, 2)) < 0);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "5 values per sample");
+    DL_CHECK(dl_op_relu(g, 12345) < 0);
+    DL_CHECK(dl_op_relu(g, DL_NONE) < 0);
+    DL_CHECK(dl_forward(g, x) == DL_ERR);   /* not planned */
+    dl_graph_free(g);
+}
+
+DL_TEST(sparse_ce_rejects_bad_labels)
+{
+    dl_graph *g = dl_graph_new(1);
+    int z = dl_input(g, "z", DL_SHAPE(3)), y = dl_input(g, "y", DL_SHAPE(1)), l = dl_loss_sparse_ce(g, z, y);
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 2), DL_OK);
+    dl_graph_set_batch(g, 2);
+    dl_node_value(g, y).data[0] = 1; dl_node_value(g, y).data[1] = 3;
+    DL_CHECK_EQ_INT(dl_forward(g, l), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "label 3 of row 1");
+    dl_node_value(g, y).data[1] = 0.5f;
+    DL_CHECK_EQ_INT(dl_forward(g, l), DL_ERR);
+    dl_graph_free(g);
+}
+
+DL_TEST(sparse_ce_and_bce_are_stable_for_huge_logits)
+{
+    dl_graph *g = dl_graph_new(1);
+    int z = dl_input(g, "z", DL_SHAPE(2)), y = dl_input(g, "y", DL_SHAPE(1)), t = dl_input(g, "t", DL_SHAPE(2));
+    int ce = dl_loss_sparse_ce(g, z, y), bce = dl_loss_bce_logits(g, z, t);
+    float *zv;
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 1), DL_OK);
+    zv = dl_node_value(g, z).data;
+    zv[0] = 1000.0f; zv[1] = -1000.0f;
+    dl_node_value(g, y).data[0] = 1;
+    dl_node_value(g, t).data[0] = 0; dl_node_value(g, t).data[1] = 1;
+    DL_CHECK_EQ_INT(dl_forward(g, bce), DL_OK);
+    DL_CHECK_NEAR(dl_node_value(g, ce).data[0], 2000.0, 1e-2);
+    DL_CHECK_NEAR(dl_node_value(g, bce).data[0], 1000.0, 1e-2);
+    dl_graph_free(g);
+}
+
+/* x [1,2] -> dense(w [2,1], no bias) -> sum: d loss / d w = x^T. */
+static dl_graph *tiny(int *loss, float x0, float x1, float w0, float w1)
+{
+    dl_graph *g = dl_graph_new(1);
+    int x = dl_input(g, "x", DL_SHAPE(2)), w = dl_param(g, "w", DL_SHAPE(2, 1), DL_INIT_ZEROS);
+    *loss = dl_op_sum(g, dl_op_dense(g, x, w, DL_NONE));
+    dl_graph_plan(g, 1);
+    dl_node_value(g, x).data[0] = x0; dl_node_value(g, x).data[1] = x1;
+    dl_node_value(g, w).data[0] = w0; dl_node_value(g, w).data[1] = w1;
+    return g;
+}
+
+static void steps(dl_graph *g, int loss, const dl_optimizer *o, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) { dl_forward(g, loss); dl_backward(g, loss); dl_graph_update(g, o, 0); }
+}
+
+static float wv(dl_graph *g, int i) { return dl_node_value(g, dl_graph_param(g, 0)).data[i]; }
+
+DL_TEST(optimizer_updates_match_hand_computed_values)
+{
+    int loss;
+    dl_graph *g;
+    dl_optimizer o;
+    /* Gradient is x = (0.5, -2). */
+    g = tiny(&loss, 0.5f, -2.0f, 1.0f, 1.0f); o = dl_sgd(0.1f, 0.0f); steps(g, loss, &o, 1);
+    DL_CHECK_NEAR(wv(g, 0), 0.95, 1e-6); DL_CHECK_NEAR(wv(g, 1), 1.2, 1e-6); dl_graph_free(g);
+    /* Momentum 0.9, two steps: v1 = g, v2 = 1.9 g; w = 1 - 0.1 (g + 1.9 g) = 1 - 0.29 g. */
+    g = tiny(&loss, 0.5f, -2.0f, 1.0f, 1.0f); o = dl_sgd(0.1f, 0.9f); steps(g, loss, &o, 2);
+    DL_CHECK_NEAR(wv(g, 0), 0.855, 1e-6); DL_CHECK_NEAR(wv(g, 1), 1.58, 1e-6); dl_graph_free(g);
+    /* Nesterov: steps g + 0.9 v: 1.9 g then 2.71 g; w = 1 - 0.1 * 4.61 g. */
+    g = tiny(&loss, 0.5f, -2.0f, 1.0f, 1.0f); o = dl_sgd(0.1f, 0.9f); o.nesterov = 1; steps(g, loss, &o, 2);
+    DL_CHECK_NEAR(wv(g, 0), 0.7695, 1e-6); DL_CHECK_NEAR(wv(g, 1), 1.922, 1e-5); dl_graph_free(g);
+    /* Adam with a constant gradient: m_hat = g, v_hat = g^2, each step moves lr * sign(g). */
+    g = tiny(&loss, 0.5f, -2.0f, 1.0f, 1.0f); o = dl_adam(0.1f); steps(g, loss, &o, 3);
+    DL_CHECK_NEAR(wv(g, 0), 0.7, 1e-5); DL_CHECK_NEAR(wv(g, 1), 1.3, 1e-5); dl_graph_free(g);
+    /* AdamW, one step: w (1 - lr wd) - lr sign(g) = 1 * 0.999 - 0.1. */
+    g = tiny(&loss, 0.5f, -2.0f, 1.0f, 1.0f); o = dl_adamw(0.1f, 0.01f); steps(g, loss, &o, 1);
+    DL_CHECK_NEAR(wv(g, 0), 0.899, 1e-6); DL_CHECK_NEAR(wv(g, 1), 1.099, 1e-6); dl_graph_free(g);
+    /* L2 0.5 adds 2 * 0.5 * w = 1; L1 0.2 adds 0.2 sign(w). SGD 0.1. */
+    g = tiny(&loss, 0.5f, -2.0f, 1.0f, -1.0f); o = dl_sgd(0.1f, 0.0f); o.l2 = 0.5f; o.l1 = 0.2f; steps(g, loss, &o, 1);
+    /* w0: g = 0.5 + 1 + 0.2 = 1.7 -> 0.83; w1: g = -2 - 1 - 0.2 = -3.2 -> -0.68 */
+    DL_CHECK_NEAR(wv(g, 0), 0.83, 1e-6); DL_CHECK_NEAR(wv(g, 1), -0.68, 1e-6); dl_graph_free(g);
+    /* Clipping: g = (3, 4) has norm 5; clip 1 scales it to (0.6, 0.8). */
+    g = tiny(&loss, 3.0f, 4.0f, 0.0f, 0.0f); o = dl_sgd(1.0f, 0.0f); o.clip_norm = 1.0f; steps(g, loss, &o, 1);
+    DL_CHECK_NEAR(wv(g, 0), -0.6, 1e-6); DL_CHECK_NEAR(wv(g, 1), -0.8, 1e-6); dl_graph_free(g);
+}
+
+DL_TEST(learning_rate_schedules)
+{
+    dl_optimizer o = dl_sgd(1.0f, 0.0f);
+    o.schedule = DL_SCHED_STEP; o.step_size = 2; o.gamma = 0.5f;
+    DL_CHECK_NEAR(dl_lr_at(&o, 0), 1.0, 1e-7); DL_CHECK_NEAR(dl_lr_at(&o, 1), 1.0, 1e-7);
+    DL_CHECK_NEAR(dl_lr_at(&o, 2), 0.5, 1e-7); DL_CHECK_NEAR(dl_lr_at(&o, 5), 0.25, 1e-7);
+    o.schedule = DL_SCHED_COSINE; o.t_max = 4; o.lr_min = 0.1f;
+    DL_CHECK_NEAR(dl_lr_at(&o, 0), 1.0, 1e-6); DL_CHECK_NEAR(dl_lr_at(&o, 2), 0.55, 1e-6);
+    DL_CHECK_NEAR(dl_lr_at(&o, 4), 0.1, 1e-6); DL_CHECK_NEAR(dl_lr_at(&o, 9), 0.1, 1e-6);
+}
+
+DL_TEST(training_step_allocates_nothing)
+{
+    dl_rng r;
+    dl_graph *g = dl_graph_new(4);
+    int x = dl_input(g, "x", DL_SHAPE(64)), y = dl_input(g, "y", DL_SHAPE(1)), h, loss, step;
+    dl_optimizer o = dl_adam(1e-3f);
+    long before;
+    h = dl_op_dropout(g, dl_op_relu(g, dl_op_dense(g, x, dl_param(g, "w1", DL_SHAPE(64, 200), DL_INIT_GLOROT_UNIFORM), dl_param(g, "b1", DL_SHAPE(200), DL_INIT_ZEROS))), 0.2f);
+    loss = dl_loss_sparse_ce(g, dl_op_dense(g, h, dl_param(g, "w2", DL_SHAPE(200, 10), DL_INIT_GLOROT_UNIFORM), dl_param(g, "b2", DL_SHAPE(10), DL_INIT_ZEROS)), y);
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 128), DL_OK);
+    dl_graph_set_training(g, 1);
+    dl_rng_seed(&r, 1);
+    fill_normal(&r, dl_node_value(g, x).data, 128 * 64);
+    { int i; for (i = 0; i < 128; i++) dl_node_value(g, y).data[i] = (float)(i % 10); }
+    /* Warm-up: lets the GEMM grow its packing workspaces once. */
+    dl_forward(g, loss); dl_backward(g, loss); dl_graph_update(g, &o, 0);
+    before = g_allocs;
+    for (step = 0; step < 5; step++) {
+        dl_graph_set_batch(g, step == 4 ? 77 : 128);   /* the last, partial batch too */
+        DL_CHECK_EQ_INT(dl_forward(g, loss), DL_OK);
+        DL_CHECK_EQ_INT(dl_backward(g, loss), DL_OK);
+        DL_CHECK_EQ_INT(dl_graph_update(g, &o, 0), DL_OK);
+    }
+    DL_CHECK_EQ_INT(g_allocs - before, 0);
+    dl_graph_free(g);
+}
+
+DL_TEST(rng_is_reproducible_and_uniform)
+{
+    dl_rng a, b;
+    int i, counts[4] = {0, 0, 0, 0}, idx[10];
+    dl_rng_seed(&a, 42); dl_rng_seed(&b, 42);
+    for (i = 0; i < 1000; i++) DL_CHECK(dl_rng_u32(&a) == dl_rng_u32(&b));
+    for (i = 0; i < 40000; i++) counts[dl_rng_below(&a, 4)]++;
+    for (i = 0; i < 4; i++) DL_CHECK(counts[i] > 9500 && counts[i] < 10500);
+    for (i = 0; i < 10; i++) idx[i] = i;
+    dl_rng_shuffle(&a, idx, 10);
+    { int seen = 0; for (i = 0; i < 10; i++) seen |= 1 << idx[i]; DL_CHECK_EQ_INT(seen, 1023); }
+    dl_rng_seed(&b, 43);
+    dl_rng_seed(&a, 42);
+    DL_CHECK(dl_rng_u32(&a) != dl_rng_u32(&b));
+}
+
+DL_TEST_MAIN()
