@@ -6,8 +6,15 @@
 #ifndef DLCORE_H
 #define DLCORE_H
 
+/* The implementation uses a few POSIX calls (threads, a monotonic clock, isatty)
+   that strict -std=c99 headers hide unless asked for before the first include. */
+#if defined(DLCORE_IMPLEMENTATION) && !defined(_WIN32) && !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifndef DLDEF
 #ifdef DLCORE_STATIC

@@ -1,0 +1,345 @@
+/* Sequential models end to end on small synthetic data: training reaches a
+   known accuracy, runs are reproducible, fit allocates nothing per step,
+   models survive save/load bit for bit, and bad model files are refused. */
+#include <stdlib.h>
+static long g_allocs;
+static void *count_malloc(size_t n) { g_allocs++; return malloc(n); }
+static void *count_realloc(void *p, size_t n) { g_allocs++; return realloc(p, n); }
+#define DLCORE_MALLOC(n) count_malloc(n)
+#define DLCORE_REALLOC(p, n) count_realloc(p, n)
+#define DLCORE_FREE(p) free(p)
+#define DLCORE_IMPLEMENTATION
+#include "dlcore.h"
+#include "dltest.h"
+
+#define TMP "build/test_model.tmp.dlc"
+
+/* Three Gaussian blobs in 8 dimensions, labelled 0..2. */
+static void blobs(dl_dataset *d, int n, uint64_t seed)
+{
+    dl_rng r;
+    int i, j, shape[1] = { 8 };
+    dl_dataset_alloc(d, n, 1, shape, 1);
+    dl_rng_seed(&r, seed);
+    for (i = 0; i < n; i++) {
+        int c = (int)dl_rng_below(&r, 3);
+        for (j = 0; j < 8; j++) d->x[i * 8 + j] = (j % 3 == c ? 1.5f : 0.0f) + 0.7f * dl_rng_normal(&r);
+        d->y[i] = (float)c;
+    }
+    d->n_classes = 3;
+}
+
+static dl_model *mlp(uint64_t seed, dl_optimizer opt)
+{
+    dl_model *m = dl_sequential(DL_SHAPE(8));
+    dl_model_seed(m, seed);
+    dl_add(m, dl_dense(16, DL_RELU));
+    dl_add(m, dl_dropout(0.1f));
+    dl_add(m, dl_dense(3, DL_SOFTMAX));
+    if (dl_compile(m, DL_LOSS_SPARSE_CE, opt) != DL_OK) fprintf(stderr, "%s\n", dl_last_error());
+    return m;
+}
+
+static dl_fit_opts quiet(int epochs, int batch)
+{
+    dl_fit_opts o;
+    memset(&o, 0, sizeof o);
+    o.epochs = epochs;
+    o.batch = batch;
+    o.progress = DL_PROGRESS_NONE;
+    return o;
+}
+
+DL_TEST(fit_learns_blobs_and_evaluate_reports_metrics)
+{
+    dl_dataset train, test;
+    dl_model *m = mlp(1, dl_adam(1e-2f));
+    dl_fit_opts o = quiet(10, 32);
+    dl_metrics mt;
+    int i, j, total = 0, diag = 0;
+    blobs(&train, 1000, 1);
+    blobs(&test, 300, 2);
+    DL_CHECK_EQ_INT(dl_fit(m, &train, &o), DL_OK);
+    DL_CHECK_EQ_INT(dl_evaluate(m, &test, &mt), DL_OK);
+    DL_CHECK(mt.accuracy > 0.9f);
+    DL_CHECK_EQ_INT(mt.n, 300);
+    DL_CHECK_EQ_INT(mt.n_classes, 3);
+    for (i = 0; i < 3; i++)
+        for (j = 0; j < 3; j++) { total += mt.confusion[i][j]; if (i == j) diag += mt.confusion[i][j]; }
+    DL_CHECK_EQ_INT(total, 300);
+    DL_CHECK_NEAR(mt.accuracy, (double)diag / 300.0, 1e-6);
+    for (i = 0; i < 3; i++) {
+        int col = 0;
+        for (j = 0; j < 3; j++) col += mt.confusion[j][i];
+        DL_CHECK_NEAR(mt.precision[i], (double)mt.confusion[i][i] / col, 1e-6);
+        DL_CHECK(mt.f1[i] > 0.8f);
+    }
+    {
+        const dl_history_row *h;
+        DL_CHECK_EQ_INT(dl_history(m, &h), 10);
+        DL_CHECK(h[9].loss < h[0].loss);
+    }
+    dl_model_free(m);
+    dl_dataset_free(&train);
+    dl_dataset_free(&test);
+}
+
+DL_TEST(same_seed_gives_bit_identical_weights)
+{
+    dl_dataset d;
+    dl_model *a = mlp(7, dl_adam(1e-2f)), *b = mlp(7, dl_adam(1e-2f)), *c = mlp(8, dl_adam(1e-2f));
+    dl_fit_opts o = quiet(2, 16);
+    dl_tensor ta, tb, tc;
+    blobs(&d, 200, 3);
+    dl_fit(a, &d, &o); dl_fit(b, &d, &o); dl_fit(c, &d, &o);
+    ta = dl_node_value(dl_model_graph(a), dl_graph_param(dl_model_graph(a), 0));
+    tb = dl_node_value(dl_model_graph(b), dl_graph_param(dl_model_graph(b), 0));
+    tc = dl_node_value(dl_model_graph(c), dl_graph_param(dl_model_graph(c), 0));
+    DL_CHECK(memcmp(ta.data, tb.data, 8 * 16 * sizeof(float)) == 0);
+    DL_CHECK(memcmp(ta.data, tc.data, 8 * 16 * sizeof(float)) != 0);
+    dl_model_free(a); dl_model_free(b); dl_model_free(c);
+    dl_dataset_free(&d);
+}
+
+DL_TEST(fit_allocates_nothing_per_step_or_epoch)
+{
+    /* Same data, 1 epoch vs 4 epochs with a validation split and a partial last
+       batch: the allocation count may not grow with the number of steps. */
+    dl_dataset d;
+    dl_model *m = mlp(1, dl_adam(1e-3f));
+    dl_fit_opts o = quiet(1, 32);
+    long one, four;
+    blobs(&d, 1000, 4);
+    o.validation_split = 0.1f;
+    dl_fit(m, &d, &o);                 /* warm-up: GEMM workspaces */
+    g_allocs = 0; dl_fit(m, &d, &o); one = g_allocs;
+    o.epochs = 4;
+    g_allocs = 0; dl_fit(m, &d, &o); four = g_allocs;
+    DL_CHECK_EQ_INT(four, one);
+    DL_CHECK(one <= 4);
+    dl_model_free(m);
+    dl_dataset_free(&d);
+}
+
+DL_TEST(save_load_predict_identical)
+{
+    dl_dataset d;
+    dl_model *m = mlp(3, dl_sgd(0.05f, 0.9f)), *l;
+    dl_fit_opts o = quiet(2, 32);
+    float *p1, *p2;
+    dl_metrics a, b;
+    blobs(&d, 300, 5);
+    dl_fit(m, &d, &o);
+    DL_CHECK_EQ_INT(dl_save(m, TMP), DL_OK);
+    l = dl_load(TMP);
+    DL_CHECK(l != NULL);
+    if (!l) { fprintf(stderr, "%s\n", dl_last_error()); return; }
+    p1 = (float *)malloc(300 * 3 * sizeof(float));
+    p2 = (float *)malloc(300 * 3 * sizeof(float));
+    DL_CHECK_EQ_INT(dl_predict(m, d.x, 300, p1), DL_OK);
+    DL_CHECK_EQ_INT(dl_predict(l, d.x, 300, p2), DL_OK);
+    DL_CHECK(memcmp(p1, p2, 300 * 3 * sizeof(float)) == 0);
+    DL_CHECK_NEAR(p1[0] + p1[1] + p1[2], 1.0, 1e-5);
+    dl_evaluate(m, &d, &a); dl_evaluate(l, &d, &b);
+    DL_CHECK(a.loss == b.loss && a.accuracy == b.accuracy);
+    DL_CHECK_EQ_INT(dl_model_param_count(l), 8 * 16 + 16 + 16 * 3 + 3);
+    free(p1); free(p2);
+    dl_model_free(m); dl_model_free(l);
+    dl_dataset_free(&d);
+    remove(TMP);
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *p;
+    long n;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
+    p = (unsigned char *)malloc((size_t)n);
+    *len = fread(p, 1, (size_t)n, f);
+    fclose(f);
+    return p;
+}
+
+static void spit(const char *path, const unsigned char *p, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    fwrite(p, 1, len, f);
+    fclose(f);
+}
+
+static void put32(unsigned char *p, uint32_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24); }
+
+/* Recomputes the trailing CRC so a test can reach the checks behind it. */
+static void reseal(unsigned char *p, size_t len) { put32(p + len - 4, dl_crc32(0, p, len - 4)); }
+
+static void expect_refused(const unsigned char *p, size_t len, const char *needle)
+{
+    dl_model *m;
+    spit(TMP, p, len);
+    m = dl_load(TMP);
+    DL_CHECK(m == NULL);
+    if (m) dl_model_free(m);
+    else {
+        DL_CHECK_STR_CONTAINS(dl_last_error(), TMP);
+        DL_CHECK_STR_CONTAINS(dl_last_error(), needle);
+    }
+}
+
+DL_TEST(bad_model_files_are_refused_with_clear_messages)
+{
+    dl_model *m = mlp(1, dl_adam(1e-3f));
+    unsigned char *good, *bad;
+    size_t len = 0, cut, w1;
+    DL_CHECK_EQ_INT(dl_save(m, TMP), DL_OK);
+    good = slurp(TMP, &len);
+    DL_CHECK(good != NULL && len > 100);
+    bad = (unsigned char *)malloc(len + 8);
+    /* Every truncation, including the empty file. */
+    for (cut = 0; cut < len; cut += (cut < 64 ? 1 : 97)) {
+        memcpy(bad, good, len);
+        expect_refused(bad, cut, cut < 24 ? "too short" : "truncated");
+    }
+    memcpy(bad, good, len); bad[0] = 'X'; expect_refused(bad, len, "not a dlcore model");
+    memcpy(bad, good, len); bad[4] = 9; expect_refused(bad, len, "version 9 is not supported");
+    memcpy(bad, good, len); bad[len / 2] ^= 0x40; expect_refused(bad, len, "checksum mismatch");
+    memcpy(bad, good, len); bad[len] = 0; expect_refused(bad, len + 1, "trailing bytes");
+    /* The first tensor header sits right after the fixed part: find "dense_1.w". */
+    for (w1 = 0; w1 + 9 < len && memcmp(good + w1, "dense_1.w", 9) != 0; w1++) {}
+    DL_CHECK(w1 + 9 < len);
+    /* Absurd size: dims claim 10^6 x 10^6 elements; the CRC is made valid so
+       only the size check stands between the file and a huge allocation. */
+    memcpy(bad, good, len); put32(bad + w1 + 9 + 8, 1000000); put32(bad + w1 + 9 + 12, 1000000); reseal(bad, len);
+    expect_refused(bad, len, "claims 1000000000000 elements");
+    /* A name that does not match the architecture. */
+    memcpy(bad, good, len); bad[w1 + 6] = '7'; reseal(bad, len); expect_refused(bad, len, "dense_7.w");
+    /* An impossible layer count and an unknown layer kind. */
+    memcpy(bad, good, len); put32(bad + w1 - 4 - 4 - 3 * 20 - 4, 100000); reseal(bad, len); expect_refused(bad, len, "layers cannot fit");
+    memcpy(bad, good, len); put32(bad + w1 - 4 - 4 - 3 * 20, 77); reseal(bad, len); expect_refused(bad, len, "unknown layer kind 77");
+    {
+        dl_model *x = dl_load("build/no/such/model.dlc");
+        DL_CHECK(x == NULL);
+        DL_CHECK_STR_CONTAINS(dl_last_error(), "build/no/such/model.dlc");
+    }
+    free(good); free(bad);
+    dl_model_free(m);
+    remove(TMP);
+}
+
+DL_TEST(failed_save_leaves_no_partial_file)
+{
+    dl_model *m = mlp(1, dl_adam(1e-3f));
+    FILE *f;
+    /* The target is a directory: the rename must fail, and nothing may remain. */
+    DL_CHECK_EQ_INT(system("mkdir -p build/test_model_dir.dlc"), 0);
+    DL_CHECK_EQ_INT(dl_save(m, "build/test_model_dir.dlc"), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "build/test_model_dir.dlc");
+    f = fopen("build/test_model_dir.dlc.tmp", "rb");
+    DL_CHECK(f == NULL);
+    if (f) fclose(f);
+    DL_CHECK_EQ_INT(dl_save(m, "build/no/such/dir/m.dlc"), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "cannot create");
+    remove("build/test_model_dir.dlc");
+    dl_model_free(m);
+}
+
+DL_TEST(diverging_training_stops_with_epoch_and_step)
+{
+    /* Linear regression with a far too large step size blows up. */
+    dl_dataset d;
+    dl_model *m = dl_sequential(DL_SHAPE(8));
+    dl_fit_opts o = quiet(5, 10);
+    int i;
+    blobs(&d, 100, 6);
+    for (i = 0; i < 100; i++) d.y[i] *= 100.0f;
+    dl_add(m, dl_dense(1, DL_LINEAR));
+    dl_compile(m, DL_LOSS_MSE, dl_sgd(10.0f, 0.0f));
+    DL_CHECK_EQ_INT(dl_fit(m, &d, &o), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "loss became");
+    DL_CHECK_STR_CONTAINS(dl_last_error(), ", step ");
+    dl_model_free(m);
+    dl_dataset_free(&d);
+}
+
+DL_TEST(wrong_data_shapes_and_arguments_are_errors)
+{
+    dl_dataset d;
+    dl_model *m = mlp(1, dl_adam(1e-3f));
+    dl_fit_opts o = quiet(1, 8);
+    dl_metrics mt;
+    int shape[1] = { 9 };
+    dl_dataset_alloc(&d, 10, 1, shape, 1);
+    DL_CHECK_EQ_INT(dl_fit(m, &d, &o), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "samples have 9 values, the model's input takes 8");
+    DL_CHECK_EQ_INT(dl_evaluate(m, &d, &mt), DL_ERR);
+    dl_dataset_free(&d);
+    shape[0] = 8;
+    dl_dataset_alloc(&d, 10, 1, shape, 1);
+    d.y[3] = 5;
+    DL_CHECK_EQ_INT(dl_fit(m, &d, &o), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "label 5");
+    o.validation_split = 1.5f;
+    DL_CHECK_EQ_INT(dl_fit(m, &d, &o), DL_ERR);
+    DL_CHECK_EQ_INT(dl_add(m, dl_dense(0, DL_RELU)), DL_ERR);
+    DL_CHECK(dl_sequential(DL_SHAPE(0)) == NULL);
+    DL_CHECK_EQ_INT(dl_compile(m, DL_LOSS_MSE, dl_adam(1e-3f)), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "already compiled");
+    dl_dataset_free(&d);
+    dl_model_free(m);
+}
+
+DL_TEST(validation_split_and_csv_log)
+{
+    dl_dataset d;
+    dl_model *m = mlp(2, dl_adam(1e-2f));
+    dl_fit_opts o = quiet(3, 32);
+    char line[256];
+    int rows = 0;
+    FILE *f;
+    const dl_history_row *h;
+    blobs(&d, 400, 8);
+    o.validation_split = 0.25f;
+    o.csv_log = "build/test_model_log.csv";
+    DL_CHECK_EQ_INT(dl_fit(m, &d, &o), DL_OK);
+    DL_CHECK_EQ_INT(dl_history(m, &h), 3);
+    DL_CHECK(h[2].val_accuracy > 0.8f && h[2].val_loss > 0.0f);
+    f = fopen("build/test_model_log.csv", "r");
+    DL_CHECK(f != NULL);
+    if (f) {
+        DL_CHECK(fgets(line, sizeof line, f) != NULL);
+        DL_CHECK_STR_CONTAINS(line, "epoch,loss,accuracy,val_loss,val_accuracy,seconds");
+        while (fgets(line, sizeof line, f)) rows++;
+        fclose(f);
+    }
+    DL_CHECK_EQ_INT(rows, 3);
+    remove("build/test_model_log.csv");
+    dl_model_free(m);
+    dl_dataset_free(&d);
+}
+
+DL_TEST(binary_classifier_with_sigmoid_output)
+{
+    dl_dataset d;
+    dl_model *m = dl_sequential(DL_SHAPE(8));
+    dl_fit_opts o = quiet(10, 32);
+    dl_metrics mt;
+    float p[4];
+    int i;
+    blobs(&d, 600, 9);
+    for (i = 0; i < 600; i++) d.y[i] = d.y[i] == 0.0f ? 1.0f : 0.0f;
+    dl_model_seed(m, 3);
+    dl_add(m, dl_dense(16, DL_TANH));
+    dl_add(m, dl_dense(1, DL_SIGMOID));
+    DL_CHECK_EQ_INT(dl_compile(m, DL_LOSS_BCE, dl_adam(1e-2f)), DL_OK);
+    DL_CHECK_EQ_INT(dl_fit(m, &d, &o), DL_OK);
+    DL_CHECK_EQ_INT(dl_evaluate(m, &d, &mt), DL_OK);
+    DL_CHECK(mt.accuracy > 0.9f);
+    DL_CHECK_EQ_INT(mt.n_classes, 2);
+    DL_CHECK_EQ_INT(dl_predict(m, d.x, 4, p), DL_OK);
+    for (i = 0; i < 4; i++) DL_CHECK(p[i] > 0.0f && p[i] < 1.0f);
+    dl_model_free(m);
+    dl_dataset_free(&d);
+}
+
+DL_TEST_MAIN()
