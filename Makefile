@@ -16,7 +16,9 @@ TESTS    = $(TEST_SRC:tests/%.c=$(B)/%)
 TESTS_SAN= $(TEST_SRC:tests/%.c=$(B)/san/%)
 TESTS_A64= $(TEST_SRC:tests/%.c=$(B)/a64/%)
 
-.PHONY: all help test test-native test-san test-a64 deps-test examples clean
+EXAMPLES = $(patsubst examples/%.c,$(B)/%,$(wildcard examples/*.c))
+
+.PHONY: all help test test-build demo deps-test examples clean check-header
 all: examples
 
 help:
@@ -37,5 +39,41 @@ $(B)/san/%: tests/%.c $(HDR) tests/dltest.h
 $(B)/a64/%: tests/%.c $(HDR) tests/dltest.h
 	@mkdir -p $(@D)
 	$(A64CC) $(WARN) -O2 -static $(CPPFLAGS) $< -o $@ $(LDLIBS)
+
+$(B)/%: examples/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
+
+examples: $(EXAMPLES)
+
+# ---- test: everything, from a fresh machine -----------------------------------------
+# Each plan line is "label command"; tools/run_tests.sh runs them and prints the
+# one closing "N passed, N failed" line.
+TEST_NAMES = $(TEST_SRC:tests/%.c=%)
+define TEST_PLAN
+$(foreach t,$(TEST_NAMES),native-$(t) $(B)/$(t)
+)$(foreach t,$(TEST_NAMES),san-$(t) $(B)/san/$(t)
+)$(foreach t,$(TEST_NAMES),a64-$(t) $(QEMU) $(B)/a64/$(t)
+)header-warnings sh tools/check_header.sh
+example-linear_regression $(B)/linear_regression
+example-binary_classifier $(B)/binary_classifier
+$(EXTRA_TEST_PLAN)
+endef
+export TEST_PLAN
+
+deps-test:
+	@sh tools/deps.sh test
+
+test-build: $(TESTS) $(TESTS_SAN) $(TESTS_A64) $(EXAMPLES)
+
+test: deps-test
+	@$(MAKE) --no-print-directory -j2 test-build
+	@echo "$$TEST_PLAN" | sh tools/run_tests.sh
+
+check-header:
+	sh tools/check_header.sh
+
+clean:
+	rm -rf $(B)
 
 -include mk/*.mk

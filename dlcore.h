@@ -17,7 +17,9 @@
 #include <stdio.h>
 
 #ifndef DLDEF
-#ifdef DLCORE_STATIC
+#if defined(DLCORE_STATIC) && (defined(__GNUC__) || defined(__clang__))
+#define DLDEF static __attribute__((unused))   /* a user need not call every function */
+#elif defined(DLCORE_STATIC)
 #define DLDEF static
 #else
 #define DLDEF extern

@@ -1,0 +1,29 @@
+#!/bin/sh
+# deps.sh GROUP... - installs the Debian packages a make target needs, only those
+# missing, so a fresh machine works with one command and a prepared one is not
+# touched. Groups: build test demo bench.
+set -eu
+pkgs=""
+for group in "$@"; do
+    case "$group" in
+        build) pkgs="$pkgs gcc make gzip" ;;
+        test)  pkgs="$pkgs gcc clang g++ make gzip gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user dataset-fashion-mnist nodejs npm ca-certificates" ;;
+        demo)  pkgs="$pkgs gcc make gzip dataset-fashion-mnist nodejs npm ca-certificates gnuplot-nox curl" ;;
+        bench) pkgs="$pkgs g++ libbenchmark-dev libopenblas-dev python3 python3-torch python3-numpy gnuplot-nox wrk" ;;
+        *) echo "deps.sh: unknown group '$group' (build test demo bench)" >&2; exit 2 ;;
+    esac
+done
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps.sh: installing$missing"
+if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo -n"; else
+    echo "deps.sh: need root (or sudo) to install:$missing" >&2; exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq || { echo "deps.sh: apt-get update failed" >&2; exit 1; }
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null || {
+    echo "deps.sh: apt-get install failed for:$missing" >&2; exit 1; }
