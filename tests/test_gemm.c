@@ -1,0 +1,238 @@
+/* dl_sgemm against a double-precision triple loop, for every ISA this CPU runs:
+   all edges of m/n/k around the tile and block sizes, all transposes, alpha/beta
+   cases, padded leading dimensions, NaN garbage under beta = 0; plus the ISA/thread
+   API, thread-count independence and zero allocations after warm-up. */
+#include <stdlib.h>
+static long test_allocs;
+static void *test_malloc(size_t n) { __sync_fetch_and_add(&test_allocs, 1); return malloc(n); }
+__attribute__((unused)) static void *test_realloc(void *p, size_t n) { __sync_fetch_and_add(&test_allocs, 1); return realloc(p, n); }
+#define DLCORE_MALLOC(sz) test_malloc(sz)
+#define DLCORE_REALLOC(p, sz) test_realloc(p, sz)
+#define DLCORE_FREE(p) free(p)
+#define DLCORE_IMPLEMENTATION
+#include "dlcore.h"
+#include "tests/dltest.h"
+#include <float.h>
+
+static unsigned test_seed = 12345u;
+static float test_rand(void)
+{
+    test_seed = test_seed * 1664525u + 1013904223u;
+    return (float)((test_seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static float *test_buf(size_t n) { return (float *)malloc(n * sizeof(float) + 16); }
+
+/* Runs one case; returns 1 if every element is within tolerance (and prints the first
+   failure). ld* are the minimal leading dimensions plus `pad`. */
+static int check_case(int ta, int tb, int m, int n, int k, float alpha, float beta, int pad)
+{
+    int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+    int arows = ta ? k : m, brows = tb ? n : k;
+    float *a = test_buf((size_t)arows * lda), *b = test_buf((size_t)brows * ldb);
+    float *c = test_buf((size_t)m * ldc), *c0 = test_buf((size_t)m * ldc);
+    int i, j, p, ok = 1;
+    for (i = 0; i < arows * lda; i++) a[i] = test_rand();
+    for (i = 0; i < brows * ldb; i++) b[i] = test_rand();
+    for (i = 0; i < m * ldc; i++) c0[i] = beta == 0.0f ? NAN : test_rand();
+    memcpy(c, c0, (size_t)m * ldc * sizeof(float));
+    dl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    for (i = 0; i < m && ok; i++) {
+        for (j = 0; j < ldc && ok; j++) {
+            double s = 0.0, sa = 0.0, ref, tol;
+            float got = c[(size_t)i * ldc + j];
+            if (j >= n) { /* padding columns must be left alone */
+                if (memcmp(&got, &c0[(size_t)i * ldc + j], sizeof got) != 0) ok = 0;
+                continue;
+            }
+            for (p = 0; p < k; p++) {
+                double x = ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+                double y = tb ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j];
+                s += x * y;
+                sa += fabs(x * y);
+            }
+            ref = alpha * s;
+            tol = 4.0 * FLT_EPSILON * (k + 2) * fabs(alpha) * sa;
+            if (beta != 0.0f) {
+                ref += (double)beta * c0[(size_t)i * ldc + j];
+                tol += 4.0 * FLT_EPSILON * fabs(beta * c0[(size_t)i * ldc + j]);
+            }
+            if (!(fabs(got - ref) <= tol + 1e-30)) ok = 0;
+            if (!ok)
+                fprintf(stderr, "  %s: ta=%d tb=%d m=%d n=%d k=%d alpha=%g beta=%g pad=%d: "
+                        "C[%d][%d] = %.9g, want %.9g (tol %.3g)\n", dl_isa_name(), ta, tb,
+                        m, n, k, alpha, beta, pad, i, j, got, ref, tol);
+        }
+    }
+    free(a); free(b); free(c); free(c0);
+    return ok;
+}
+
+static const char *const test_isas[] = { "scalar", "avx2", "avx512", "neon" };
+
+/* Loops fn over every ISA the running CPU supports. */
+static void for_each_isa(void (*fn)(void))
+{
+    int i, ran = 0;
+    for (i = 0; i < 4; i++) {
+        if (dl_set_isa(test_isas[i]) != DL_OK) continue;
+        DL_CHECK(strcmp(dl_isa_name(), test_isas[i]) == 0);
+        fn();
+        ran++;
+    }
+    DL_CHECK(ran >= 1);
+    dl_set_isa(NULL);
+}
+
+static const float alphas[] = { 1.0f, -0.5f };
+static const float betas[] = { 0.0f, 1.0f, 0.3f };
+
+/* m and n over 1..3 tiles for a few k; transposes/alpha/beta/padding cycle with the
+   case index so every combination meets every edge of some dimension. */
+static void sweep_mn(void)
+{
+    const dl__isa_desc *d = &dl__isa_table[dl__isa_cur];
+    static const int ks[] = { 1, 2, 7, 17 };
+    int m, n, ki, idx = 0, fails = 0;
+    for (ki = 0; ki < 4; ki++)
+        for (m = 1; m <= 3 * d->mr; m++)
+            for (n = 1; n <= 3 * d->nr; n++, idx++) {
+                int t = idx & 3;
+                if (!check_case(t & 1, t >> 1, m, n, ks[ki], alphas[(idx >> 2) & 1],
+                                betas[idx % 3], (idx % 5 == 0) ? 0 : 2 * (idx % 3) + 1))
+                    if (++fails > 5) { DL_CHECK(fails == 0); return; }
+            }
+    DL_CHECK(fails == 0);
+}
+
+/* k over 1..40 and the KC block edges, against a few m/n edge values, all transposes. */
+static void sweep_k(void)
+{
+    const dl__isa_desc *d = &dl__isa_table[dl__isa_cur];
+    int ms[4], ns[4], ks[48], nk = 0, mi, ni, ki, t, idx = 0, fails = 0;
+    ms[0] = 1; ms[1] = d->mr; ms[2] = d->mr + 1; ms[3] = 2 * d->mr + 3;
+    ns[0] = 1; ns[1] = d->nr - 1; ns[2] = d->nr; ns[3] = d->nr + 1;
+    for (ki = 1; ki <= 40; ki++) ks[nk++] = ki;
+    ks[nk++] = d->kc - 1; ks[nk++] = d->kc; ks[nk++] = d->kc + 1; ks[nk++] = 2 * d->kc + 3;
+    for (ki = 0; ki < nk; ki++)
+        for (mi = 0; mi < 4; mi++)
+            for (ni = 0; ni < 4; ni++, idx++)
+                for (t = 0; t < 4; t++)
+                    if (!check_case(t & 1, t >> 1, ms[mi], ns[ni], ks[ki], alphas[idx & 1],
+                                    betas[idx % 3], idx % 2 ? 3 : 0))
+                        if (++fails > 5) { DL_CHECK(fails == 0); return; }
+    DL_CHECK(fails == 0);
+}
+
+/* Large and prime sizes crossing the MC, NC and KC block boundaries. */
+static void sweep_blocks(void)
+{
+    const dl__isa_desc *d = &dl__isa_table[dl__isa_cur];
+    int shapes[6][3], s, t, fails = 0;
+    shapes[0][0] = 257; shapes[0][1] = 1031; shapes[0][2] = 67;
+    shapes[1][0] = 1031; shapes[1][1] = 45; shapes[1][2] = d->kc + 13;
+    shapes[2][0] = d->mc + 7; shapes[2][1] = 19; shapes[2][2] = d->kc + 1;
+    shapes[3][0] = 13; shapes[3][1] = 2 * d->nc + 3; shapes[3][2] = 2 * d->kc + 5;
+    shapes[4][0] = 128; shapes[4][1] = 10; shapes[4][2] = 128;
+    shapes[5][0] = 97; shapes[5][1] = d->nc + 1; shapes[5][2] = 31;
+    for (s = 0; s < 6; s++)
+        for (t = 0; t < 4; t++)
+            if (!check_case(t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                            alphas[(s + t) & 1], betas[(s + t) % 3], (s + t) % 2 ? 1 : 0))
+                fails++;
+    DL_CHECK(fails == 0);
+}
+
+DL_TEST(sgemm_edges_mn) { for_each_isa(sweep_mn); }
+DL_TEST(sgemm_edges_k) { for_each_isa(sweep_k); }
+DL_TEST(sgemm_block_boundaries) { for_each_isa(sweep_blocks); }
+
+DL_TEST(sgemm_degenerate)
+{
+    float a[4] = { 1, 2, 3, 4 }, c[4] = { 1, 2, 3, 4 };
+    dl_sgemm(0, 0, 2, 2, 0, 1.0f, a, 2, a, 2, 0.5f, c, 2); /* k = 0: C = beta*C */
+    DL_CHECK_NEAR(c[3], 2.0f, 0.0f);
+    dl_sgemm(0, 0, 2, 2, 2, 0.0f, a, 2, a, 2, 0.0f, c, 2); /* alpha = 0, beta = 0: zeros */
+    DL_CHECK_NEAR(c[0], 0.0f, 0.0f);
+    dl_sgemm(0, 0, 0, 2, 2, 1.0f, a, 2, a, 2, 0.0f, c, 2); /* m = 0: nothing */
+    DL_CHECK(1);
+}
+
+DL_TEST(isa_api_errors)
+{
+    const char *before = dl_isa_name();
+    DL_CHECK_EQ_INT(dl_set_isa("bogus"), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "bogus");
+    DL_CHECK(strcmp(dl_isa_name(), before) == 0);
+#if defined(__aarch64__)
+    DL_CHECK_EQ_INT(dl_set_isa("avx512"), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "avx512");
+#else
+    DL_CHECK_EQ_INT(dl_set_isa("neon"), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "neon");
+#endif
+    DL_CHECK_EQ_INT(dl_set_isa("scalar"), DL_OK);
+    DL_CHECK(strcmp(dl_isa_name(), "scalar") == 0);
+    DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
+    DL_CHECK(strcmp(dl_isa_name(), before) == 0);
+    DL_CHECK_EQ_INT(dl_set_threads(-1), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "-1");
+    DL_CHECK_EQ_INT(dl_set_threads(2), DL_OK);
+#ifdef DLCORE_NO_THREADS
+    DL_CHECK_EQ_INT(dl_get_threads(), 1);
+#else
+    DL_CHECK_EQ_INT(dl_get_threads(), 2);
+#endif
+    DL_CHECK_EQ_INT(dl_set_threads(1), DL_OK);
+    DL_CHECK_EQ_INT(dl_get_threads(), 1);
+}
+
+/* Same product with 1 and 2 threads (equal within tolerance; by construction even
+   bitwise), and repeated 2-thread runs bit-identical. */
+static void threads_case(void)
+{
+    int m = 203, n = 517, k = 131, i, same = 1, close = 1;
+    float *a = test_buf((size_t)m * k), *b = test_buf((size_t)k * n);
+    float *c1 = test_buf((size_t)m * n), *c2 = test_buf((size_t)m * n), *c3 = test_buf((size_t)m * n);
+    for (i = 0; i < m * k; i++) a[i] = test_rand();
+    for (i = 0; i < k * n; i++) b[i] = test_rand();
+    dl_set_threads(1);
+    dl_sgemm(0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, c1, n);
+    dl_set_threads(2);
+    dl_sgemm(0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, c2, n);
+    for (i = 0; i < 5 && same; i++) {
+        dl_sgemm(0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, c3, n);
+        same = memcmp(c2, c3, (size_t)m * n * sizeof(float)) == 0;
+    }
+    for (i = 0; i < m * n; i++) if (!(fabs(c1[i] - c2[i]) <= 1e-4)) close = 0;
+    DL_CHECK(same);
+    DL_CHECK(close);
+    dl_set_threads(1);
+    free(a); free(b); free(c1); free(c2); free(c3);
+}
+DL_TEST(sgemm_threads_deterministic) { for_each_isa(threads_case); }
+
+/* After one call per shape (workspaces grown, pool started) nothing allocates. */
+DL_TEST(sgemm_no_alloc_after_warmup)
+{
+    int shapes[4][3] = { { 128, 128, 784 }, { 128, 10, 128 }, { 784, 128, 128 }, { 300, 300, 300 } };
+    float *a = test_buf(784 * 784), *b = test_buf(784 * 784), *c = test_buf(784 * 784);
+    int th, s, rep, ta;
+    long before = 0;
+    for (s = 0; s < 784 * 784; s++) { a[s] = test_rand(); b[s] = test_rand(); }
+    for (th = 1; th <= 2; th++) {
+        dl_set_threads(th);
+        for (rep = 0; rep < 2; rep++) {
+            if (rep == 1) before = test_allocs;
+            for (s = 0; s < 4; s++)
+                for (ta = 0; ta < 4; ta++)
+                    dl_sgemm(ta & 1, ta >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f,
+                             a, 784, b, 784, 0.0f, c, 784);
+        }
+        DL_CHECK_EQ_INT(test_allocs - before, 0);
+    }
+    dl_set_threads(1);
+    free(a); free(b); free(c);
+}
+
+DL_TEST_MAIN()
