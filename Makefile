@@ -22,7 +22,7 @@ EXAMPLES = $(patsubst examples/%.c,$(B)/%,$(wildcard examples/*.c))
 all: examples
 
 help:
-	@echo "make demo      install deps, fetch data, train + evaluate the MNIST MLP"
+	@echo "make demo      install deps, fetch data, train, evaluate, save, reload the MNIST MLP"
 	@echo "make test      the whole test suite (native, ASan+UBSan, AArch64 under qemu)"
 	@echo "make examples  build the example programs into $(B)/"
 	@echo "make bench     Google Benchmark microbenchmarks with OpenBLAS as peer"
@@ -40,6 +40,10 @@ $(B)/a64/%: tests/%.c $(HDR) tests/dltest.h
 	@mkdir -p $(@D)
 	$(A64CC) $(WARN) -O2 -static $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
+$(B)/%: tools/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
+
 $(B)/%: examples/%.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
@@ -55,6 +59,7 @@ $(foreach t,$(TEST_NAMES),native-$(t) $(B)/$(t)
 )$(foreach t,$(TEST_NAMES),san-$(t) $(B)/san/$(t)
 )$(foreach t,$(TEST_NAMES),a64-$(t) $(QEMU) $(B)/a64/$(t)
 )header-warnings sh tools/check_header.sh
+cli B=$(B) sh tests/test_cli.sh
 example-linear_regression $(B)/linear_regression
 example-binary_classifier $(B)/binary_classifier
 $(EXTRA_TEST_PLAN)
@@ -64,11 +69,25 @@ export TEST_PLAN
 deps-test:
 	@sh tools/deps.sh test
 
-test-build: $(TESTS) $(TESTS_SAN) $(TESTS_A64) $(EXAMPLES)
+test-build: $(TESTS) $(TESTS_SAN) $(TESTS_A64) $(EXAMPLES) $(B)/dlc_inspect $(B)/mnist_json2idx
 
 test: deps-test
+	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory -j2 test-build
 	@echo "$$TEST_PLAN" | sh tools/run_tests.sh
+
+# ---- demo: the main job on real data, from a fresh machine ----------------------------
+DEMO_DATA ?= data/fashion-mnist
+demo:
+	@sh tools/deps.sh demo
+	@$(MAKE) --no-print-directory data
+	@$(MAKE) --no-print-directory -j2 examples $(B)/dlc_inspect
+	@echo "== 1. train the Keras MNIST MLP on $(DEMO_DATA) (5 epochs, batch 32), save it"
+	$(B)/mnist_mlp --data $(DEMO_DATA) --epochs 5 --batch 32 --save $(B)/mnist.dlc --log $(B)/mnist_log.csv
+	@echo "== 2. training curves"
+	gnuplot -e "in='$(B)/mnist_log.csv'; out='$(B)/mnist_curves.png'" tools/plot_training.gp && echo "wrote $(B)/mnist_curves.png"
+	@echo "== 3. load the saved model back and evaluate it"
+	$(B)/dlc_inspect $(B)/mnist.dlc --eval $(DEMO_DATA)
 
 check-header:
 	sh tools/check_header.sh

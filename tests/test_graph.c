@@ -334,6 +334,29 @@ DL_TEST(training_step_allocates_nothing)
     dl_graph_free(g);
 }
 
+DL_TEST(dropout_drops_its_rate_and_is_identity_in_eval)
+{
+    dl_graph *g = dl_graph_new(11);
+    int x = dl_input(g, "x", DL_SHAPE(1000)), y = dl_op_dropout(g, x, 0.3f), i, zeros = 0;
+    float *xv, *yv;
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 10), DL_OK);
+    dl_graph_set_batch(g, 10);
+    xv = dl_node_value(g, x).data;
+    for (i = 0; i < 10000; i++) xv[i] = 1.0f + (float)(i % 7);
+    dl_graph_set_training(g, 1);
+    dl_forward(g, y);
+    yv = dl_node_value(g, y).data;
+    for (i = 0; i < 10000; i++) {
+        if (yv[i] == 0.0f) zeros++;
+        else DL_CHECK_NEAR(yv[i], xv[i] / 0.7f, 1e-5);
+    }
+    DL_CHECK(zeros > 2800 && zeros < 3200);   /* 3000 expected, sd ~46 */
+    dl_graph_set_training(g, 0);
+    dl_forward(g, y);
+    DL_CHECK(memcmp(yv, xv, 10000 * sizeof(float)) == 0);
+    dl_graph_free(g);
+}
+
 DL_TEST(rng_is_reproducible_and_uniform)
 {
     dl_rng a, b;

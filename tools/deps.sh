@@ -7,14 +7,15 @@ pkgs=""
 for group in "$@"; do
     case "$group" in
         build) pkgs="$pkgs gcc make gzip" ;;
-        test)  pkgs="$pkgs gcc clang g++ make gzip gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user dataset-fashion-mnist nodejs npm ca-certificates" ;;
-        demo)  pkgs="$pkgs gcc make gzip dataset-fashion-mnist nodejs npm ca-certificates gnuplot-nox curl" ;;
-        bench) pkgs="$pkgs g++ libbenchmark-dev libopenblas-dev python3 python3-torch python3-numpy gnuplot-nox wrk" ;;
+        test)  pkgs="$pkgs gcc clang g++ make gzip gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user dataset-fashion-mnist npm@npm ca-certificates" ;;
+        demo)  pkgs="$pkgs gcc make gzip dataset-fashion-mnist npm@npm ca-certificates gnuplot-nox" ;;
+        bench) pkgs="$pkgs g++ libbenchmark-dev libopenblas-dev python3 python3-torch python3-numpy gnuplot-nox util-linux dataset-fashion-mnist" ;;
         *) echo "deps.sh: unknown group '$group' (build test demo bench)" >&2; exit 2 ;;
     esac
 done
 missing=""
 for p in $pkgs; do
+    case "$p" in *@*) command -v "${p#*@}" >/dev/null 2>&1 && continue; p=${p%@*} ;; esac
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
