@@ -35,6 +35,7 @@ int main(void)
     for (i = 0; i < 10; i++) plane[i] = dl_rng_normal(&r);
     make_data(&train, 4000, &r, plane);
     make_data(&test, 1000, &r, plane);
+    printf("dlcore isa %s\n", dl_isa_name());
     m = dl_sequential(DL_SHAPE(10));
     dl_model_seed(m, 1);
     dl_add(m, dl_dense(128, DL_RELU));

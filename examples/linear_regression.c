@@ -22,6 +22,7 @@ int main(void)
         d.x[2 * i + 1] = x1;
         d.y[i] = true_w[0] * x0 + true_w[1] * x1 + true_b + 0.01f * dl_rng_normal(&r);
     }
+    printf("dlcore isa %s\n", dl_isa_name());
     m = dl_sequential(DL_SHAPE(2));
     dl_add(m, dl_dense(1, DL_LINEAR));
     if (dl_compile(m, DL_LOSS_MSE, dl_sgd(0.1f, 0.0f)) != DL_OK) { fprintf(stderr, "%s\n", dl_last_error()); return 1; }

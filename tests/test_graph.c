@@ -357,6 +357,48 @@ DL_TEST(dropout_drops_its_rate_and_is_identity_in_eval)
     dl_graph_free(g);
 }
 
+/* Mean and variance of an initialiser over a large parameter. */
+static void init_stats(int init, dl_shape s, double *mean, double *var, float *lo, float *hi)
+{
+    dl_graph *g = dl_graph_new(21);
+    int p = dl_param(g, "p", s, init);
+    dl_tensor t = dl_node_value(g, p);
+    size_t i, n = dl_shape_numel(s);
+    double sum = 0, sq = 0;
+    *lo = *hi = t.data[0];
+    for (i = 0; i < n; i++) {
+        sum += t.data[i]; sq += (double)t.data[i] * t.data[i];
+        if (t.data[i] < *lo) *lo = t.data[i];
+        if (t.data[i] > *hi) *hi = t.data[i];
+    }
+    *mean = sum / n;
+    *var = sq / n - *mean * *mean;
+    dl_graph_free(g);
+}
+
+DL_TEST(initialisers_have_their_documented_ranges)
+{
+    double mean, var;
+    float lo, hi, lim;
+    /* Glorot uniform on [784,128]: limit sqrt(6/912), variance limit^2/3. */
+    lim = sqrtf(6.0f / 912.0f);
+    init_stats(DL_INIT_GLOROT_UNIFORM, DL_SHAPE(784, 128), &mean, &var, &lo, &hi);
+    DL_CHECK(lo >= -lim && hi <= lim && lo < -0.95f * lim && hi > 0.95f * lim);
+    DL_CHECK_NEAR(mean, 0.0, 1e-3);
+    DL_CHECK_NEAR(var, lim * lim / 3.0, 0.03 * lim * lim / 3.0);
+    /* He normal on [256,64]: variance 2/256. He uniform: limit sqrt(6/256). */
+    init_stats(DL_INIT_HE_NORMAL, DL_SHAPE(256, 64), &mean, &var, &lo, &hi);
+    DL_CHECK_NEAR(var, 2.0 / 256.0, 0.05 * 2.0 / 256.0);
+    init_stats(DL_INIT_HE_UNIFORM, DL_SHAPE(256, 64), &mean, &var, &lo, &hi);
+    DL_CHECK(hi <= sqrtf(6.0f / 256.0f) && lo >= -sqrtf(6.0f / 256.0f));
+    DL_CHECK_NEAR(var, 2.0 / 256.0, 0.05 * 2.0 / 256.0);
+    /* Conv-shaped [out, in, kh, kw]: fan_in = in*kh*kw. */
+    init_stats(DL_INIT_HE_NORMAL, DL_SHAPE(64, 16, 3, 3), &mean, &var, &lo, &hi);
+    DL_CHECK_NEAR(var, 2.0 / 144.0, 0.07 * 2.0 / 144.0);
+    init_stats(DL_INIT_ZEROS, DL_SHAPE(10), &mean, &var, &lo, &hi);
+    DL_CHECK(lo == 0.0f && hi == 0.0f);
+}
+
 DL_TEST(rng_is_reproducible_and_uniform)
 {
     dl_rng a, b;
