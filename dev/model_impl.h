@@ -720,6 +720,25 @@ static int dl__read_tensor(dl__rbuf *r, dl_model *m, int i)
     return r->failed ? DL_ERR : DL_OK;
 }
 
+/* The weights the layers imply must fit in what is left of the file: checked
+   before dl_compile allocates them, so a forged layer width costs nothing. */
+static int dl__weights_fit(const dl_model *m, const dl__rbuf *r)
+{
+    uint64_t last = (uint64_t)m->input.d[m->input.ndim - 1], total = 0, rest = 1;
+    int i;
+    for (i = 0; i + 1 < m->input.ndim; i++) rest *= (uint64_t)m->input.d[i];
+    for (i = 0; i < m->n_layers; i++) {
+        const dl_layer *l = &m->layers[i];
+        if (l->kind == DL_LAYER_FLATTEN) { last *= rest; rest = 1; }
+        if (l->kind == DL_LAYER_DENSE) { total += (last + 1) * (uint64_t)l->units; last = (uint64_t)l->units; }
+        if (total > ((uint64_t)1 << 40)) break;
+    }
+    if (total * 4 > r->len - r->pos)
+        return dl__error("%s: the layers need %llu weights (%llu bytes) but the file has %zu bytes left", r->path,
+                         (unsigned long long)total, (unsigned long long)total * 4, r->len - r->pos);
+    return DL_OK;
+}
+
 static dl_model *dl__parse_model(dl__rbuf *r)
 {
     dl_model *m = NULL;
@@ -752,6 +771,7 @@ static dl_model *dl__parse_model(dl__rbuf *r)
         if (r->failed) goto fail;
         if (dl_add(m, l) != DL_OK) { dl__error_in(r->path, "layer: "); goto fail; }
     }
+    if (dl__weights_fit(m, r) != DL_OK) goto fail;
     if (dl_compile(m, (int)loss, opt) != DL_OK) { dl__error_in(r->path, ""); goto fail; }
     n_tensors = dl__get_u32(r, "tensor count");
     if (r->failed) goto fail;
