@@ -295,6 +295,47 @@ DL_TEST(optimizer_updates_match_hand_computed_values)
     DL_CHECK_NEAR(wv(g, 0), -0.6, 1e-6); DL_CHECK_NEAR(wv(g, 1), -0.8, 1e-6); dl_graph_free(g);
 }
 
+/* Three Adam steps on 1073 weights (SIMD body and scalar tail) under one ISA. */
+static void adam_run(const char *isa, float *out)
+{
+    dl_rng r;
+    dl_graph *g = dl_graph_new(5);
+    int x = dl_input(g, "x", DL_SHAPE(1073)), w = dl_param(g, "w", DL_SHAPE(1073), DL_INIT_HE_NORMAL);
+    int loss = dl_op_sum(g, dl_op_mul(g, dl_op_mul(g, x, w), x)), i;
+    dl_optimizer o = dl_adamw(0.01f, 0.1f);
+    dl_set_isa(isa);
+    dl_graph_plan(g, 1);
+    dl_rng_seed(&r, 8);
+    /* Gradients spanning many magnitudes, zeros included (v = 0 paths). */
+    for (i = 0; i < 1073; i++) dl_node_value(g, x).data[i] = i % 17 == 0 ? 0.0f : dl_rng_normal(&r) * powf(10.0f, (float)(i % 7) - 3.0f);
+    for (i = 0; i < 3; i++) { dl_forward(g, loss); dl_backward(g, loss); dl_graph_update(g, &o, 0); }
+    memcpy(out, dl_node_value(g, w).data, 1073 * sizeof(float));
+    dl_graph_free(g);
+    dl_set_isa(NULL);
+}
+
+DL_TEST(adam_kernels_of_every_isa_agree_with_scalar)
+{
+    static const char *const isas[] = { "avx2", "avx512", "neon" };
+    float ref[1073], got[1073];
+    int k, i, ran = 0;
+    adam_run("scalar", ref);
+    for (k = 0; k < 3; k++) {
+        double worst = 0;
+        if (dl_set_isa(isas[k]) != DL_OK) continue;
+        ran++;
+        adam_run(isas[k], got);
+        for (i = 0; i < 1073; i++) {
+            /* Scaled by the step size too: weights near zero have no relative scale. */
+            double e = fabs((double)got[i] - ref[i]) / (fabs(ref[i]) + 0.01);
+            if (e > worst) worst = e;
+        }
+        if (!(worst < 1e-5)) DL_FAILF("%s: worst relative difference %g", isas[k], worst);
+        DL_CHECK(worst < 1e-5);
+    }
+    DL_CHECK(ran >= 1);
+}
+
 DL_TEST(learning_rate_schedules)
 {
     dl_optimizer o = dl_sgd(1.0f, 0.0f);
