@@ -274,6 +274,8 @@ struct dl_graph {
     unsigned  pass;           /* backward pass counter for lazy gradient zeroing */
     long      opt_t;          /* optimizer steps taken (Adam's bias correction) */
     int       freeze_dropout; /* gradcheck: reuse the last mask */
+    uint64_t  dropout_key;    /* from the seed; with the counter, names every mask bit */
+    uint64_t  dropout_ctr;
     dl_rng    rng;
 };
 
@@ -562,25 +564,35 @@ static size_t dl__aux_dropout(const dl_graph *g, const dl__node *n)
 }
 
 /* Inverted dropout: survivors are scaled by 1/(1-rate) in training, so
-   evaluation is the identity. The mask is kept for backward. Each 32-bit draw
-   decides two elements with 16 bits each (the rate is honoured to 1/65536),
-   which halves the generator's share of a step. */
+   evaluation is the identity. The mask is kept for backward. Its bits come from
+   a counter hashed with SplitMix64's finaliser, four elements of 16 bits per
+   hash (the rate is honoured to 1/65536): the hashes are independent of each
+   other, so they run in parallel where a sequential generator would chain. */
+static uint64_t dl__mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 static int dl__fwd_dropout(dl_graph *g, dl__node *n)
 {
     const float *x = dl__in(g, n, 0)->val;
-    size_t i, len = dl__numel(n);
+    size_t i, j, len = dl__numel(n);
     float rate = n->fparam, keep = 1.0f / (1.0f - rate);
     uint32_t cut = (uint32_t)(rate * 65536.0f + 0.5f);
     if (!g->training || rate <= 0.0f) {
         memcpy(n->val, x, len * sizeof(float));
         return DL_OK;
     }
-    if (!g->freeze_dropout)
-        for (i = 0; i < len; i += 2) {
-            uint32_t r = dl_rng_u32(&g->rng);
-            n->aux[i] = keep * (float)((r & 0xFFFFu) >= cut);
-            if (i + 1 < len) n->aux[i + 1] = keep * (float)((r >> 16) >= cut);
+    if (!g->freeze_dropout) {
+        uint64_t base = g->dropout_key + g->dropout_ctr * 0x9e3779b97f4a7c15ULL;
+        for (i = 0; i < len; i += 4) {
+            uint64_t h = dl__mix64(base + (uint64_t)(i / 4) * 0x9e3779b97f4a7c15ULL);
+            for (j = 0; j < 4 && i + j < len; j++) n->aux[i + j] = keep * (float)(((h >> (16 * j)) & 0xFFFFu) >= cut);
         }
+        g->dropout_ctr += (len + 3) / 4;
+    }
     for (i = 0; i < len; i++) n->val[i] = x[i] * n->aux[i];
     return DL_OK;
 }
@@ -747,6 +759,7 @@ DLDEF dl_graph *dl_graph_new(uint64_t seed)
     if (!g) { dl__error("dl_graph_new: out of memory"); return NULL; }
     memset(g, 0, sizeof *g);
     dl_rng_seed(&g->rng, seed);
+    g->dropout_key = dl__mix64(seed ^ 0x6a09e667f3bcc909ULL);
     g->batch = 1;
     return g;
 }

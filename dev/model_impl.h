@@ -246,6 +246,15 @@ static void dl__load_batch(dl_model *m, const dl_dataset *d, const int *idx, int
     dl_graph_set_batch(m->g, bs);
     for (i = 0; i < bs; i++) {
         size_t r = (size_t)(idx ? idx[first + i] : first + i);
+#if defined(__GNUC__) || defined(__clang__)
+        /* Shuffled rows come from all over a data set far larger than the caches:
+           asking for the row after next while copying this one hides the misses. */
+        if (i + 2 < bs) {
+            const char *next = (const char *)(d->x + (size_t)(idx ? idx[first + i + 2] : first + i + 2) * xs);
+            size_t off;
+            for (off = 0; off < xs * sizeof(float); off += 64) __builtin_prefetch(next + off);
+        }
+#endif
         memcpy(x + i * xs, d->x + r * xs, xs * sizeof(float));
         memcpy(y + i * ys, d->y + r * ys, ys * sizeof(float));
     }
