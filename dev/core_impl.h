@@ -587,9 +587,16 @@ static int dl__fwd_dropout(dl_graph *g, dl__node *n)
     }
     if (!g->freeze_dropout) {
         uint64_t base = g->dropout_key + g->dropout_ctr * 0x9e3779b97f4a7c15ULL;
+        uint32_t keep_bits, bits;
+        memcpy(&keep_bits, &keep, 4);
         for (i = 0; i < len; i += 4) {
             uint64_t h = dl__mix64(base + (uint64_t)(i / 4) * 0x9e3779b97f4a7c15ULL);
-            for (j = 0; j < 4 && i + j < len; j++) n->aux[i + j] = keep * (float)(((h >> (16 * j)) & 0xFFFFu) >= cut);
+            /* An integer select: int-to-float conversions here stalled on a
+               false dependency and cost more than the hashing. */
+            for (j = 0; j < 4 && i + j < len; j++) {
+                bits = keep_bits & (0u - (uint32_t)(((h >> (16 * j)) & 0xFFFFu) >= cut));
+                memcpy(n->aux + i + j, &bits, 4);
+            }
         }
         g->dropout_ctr += (len + 3) / 4;
     }
