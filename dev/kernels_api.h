@@ -18,7 +18,7 @@ DLDEF const char *dl_isa_name(void);
 DLDEF int dl_set_isa(const char *name);
 
 /* Number of threads the kernels may use (the caller counts as one); 0 means all
-   online cores. Default: $DLCORE_THREADS if set, else 1. With DLCORE_NO_THREADS the
+   online cores. Default: $DLCORE_THREADS if set, else all cores. With DLCORE_NO_THREADS the
    count stays 1. Returns DL_ERR for n < 0. */
 DLDEF int dl_set_threads(int n);
 DLDEF int dl_get_threads(void);

@@ -361,6 +361,7 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
 static int dl__isa_cur = DL__ISA_SCALAR;
 static int dl__isa_have[DL__ISA_COUNT];
 static int dl__nthreads = 1;
+#define DL__MAX_THREADS 64
 
 /* What this CPU and this build can run. */
 static void dl__detect_cpu(void)
@@ -408,10 +409,20 @@ static void dl__init_once(void)
                      i < 0 ? "unknown (scalar|avx2|avx512|neon)" : "not supported here",
                      dl__isa_table[dl__isa_cur].name);
     }
+    /* All cores unless told otherwise, as PyTorch does; GEMMs below the threading
+       threshold stay on the calling thread anyway. Results are bit-identical for
+       a given thread count, and equal within rounding across thread counts. */
     e = getenv("DLCORE_THREADS");
     if (e && *e) {
-        int n = atoi(e);
-        if (n >= 0) dl__pool_resize(n);
+        char *end;
+        long n = strtol(e, &end, 10);
+        if (*end || n < 0 || n > DL__MAX_THREADS) {
+            fprintf(stderr, "dlcore: DLCORE_THREADS=%s is not a count in 0..%d; using all cores\n", e, DL__MAX_THREADS);
+            n = 0;
+        }
+        dl__pool_resize((int)n);
+    } else {
+        dl__pool_resize(0);
     }
 }
 
@@ -421,7 +432,6 @@ static void dl__init_once(void)
    waits for all of them. Which thread runs a task never changes the result: tasks write
    disjoint parts of the output and each uses its own thread's workspace. A second
    dl__parallel_for while one is running (another user thread, or nested) runs inline. */
-#define DL__MAX_THREADS 64
 
 /* Per-thread grow-only packing workspace. */
 static DL__THREAD_LOCAL char *dl__ws_raw;

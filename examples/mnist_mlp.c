@@ -5,6 +5,7 @@
 
    usage: mnist_mlp [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
                     [--threads N] [--save FILE] [--log FILE.csv] [--quiet]
+   --threads 0 (the default) uses every core.
    The last line of standard output is always
    "test_accuracy <f> test_loss <f> train_seconds <f>". */
 #define DLCORE_IMPLEMENTATION
@@ -28,7 +29,7 @@ static int usage(const char *why)
 int main(int argc, char **argv)
 {
     const char *dir = "data/fashion-mnist", *save = NULL, *log = NULL;
-    int epochs = 5, batch = 32, threads = 1, quiet = 0, i;
+    int epochs = 5, batch = 32, threads = 0, quiet = 0, i;
     unsigned long seed = 0;
     float lr = 1e-3f;
     dl_dataset train, test;
