@@ -67,5 +67,16 @@ if command -v gnuplot >/dev/null 2>&1; then
     expect_ok "plot_training.gp: PNG" "" gnuplot -e "in='$tmp/log.csv'; out='$tmp/c.png'" tools/plot_training.gp
     head -c 8 "$tmp/c.png" | od -An -c | grep -q 'P   N   G' && ok "plot_training.gp: file is a PNG" || bad "plot_training.gp: file is a PNG"
 fi
+# The README's usage example compiles warning-free and runs as printed.
+awk '/^```c$/ { on = 1; next } /^```$/ { if (on) exit } on' README.md >"$tmp/readme.c"
+if ${CC:-cc} -std=c99 -Wall -Wextra -Wpedantic -Werror -O2 -I. "$tmp/readme.c" -o "$tmp/readme" -lm -lpthread >"$tmp/out" 2>&1; then
+    ok "README example compiles"
+    if [ -d data/fashion-mnist ]; then
+        (cd "$tmp" && ln -s "$OLDPWD/data" data && ./readme) >"$tmp/out" 2>&1 && grep -q "test accuracy 0.8" "$tmp/out" \
+            && [ -s "$tmp/mnist.dlc" ] && ok "README example trains, reports and saves" || bad "README example trains, reports and saves"
+    fi
+else
+    bad "README example compiles"
+fi
 echo "test_cli.sh: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
