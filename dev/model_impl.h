@@ -52,8 +52,8 @@ DLDEF dl_layer dl_activation(int activation) { dl_layer l = dl__layer(DL_LAYER_A
 DLDEF dl_model *dl_sequential(dl_shape input)
 {
     dl_model *m;
-    if (input.ndim < 1 || input.ndim > 3 || dl_shape_numel(input) == 0) {
-        dl__error("dl_sequential: the input shape needs 1 to 3 positive dims");
+    if (input.ndim < 1 || input.ndim > 3 || dl_shape_numel(input) == 0 || dl_shape_numel(input) > (1u << 30)) {
+        dl__error("dl_sequential: the input shape needs 1 to 3 positive dims and at most 2^30 values");
         return NULL;
     }
     m = (dl_model *)DLCORE_MALLOC(sizeof *m);
@@ -196,23 +196,37 @@ DLDEF size_t dl_model_param_count(const dl_model *m)
     return total;
 }
 
+/* A layer's effect on one sample's shape; returns the weights it owns. */
+static uint64_t dl__layer_shape(const dl_layer *l, dl_shape *s)
+{
+    uint64_t last = (uint64_t)s->d[s->ndim - 1];
+    if (l->kind == DL_LAYER_FLATTEN) *s = dl_shape_make((int)dl_shape_numel(*s), 0, 0, 0);
+    if (l->kind != DL_LAYER_DENSE) return 0;
+    s->d[s->ndim - 1] = l->units;
+    return (last + 1) * (uint64_t)l->units;
+}
+
 DLDEF void dl_summary(const dl_model *m, FILE *out)
 {
     static const char *const kinds[] = { "?", "dense", "dropout", "flatten", "activation" };
     static const char *const acts[] = { "linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu" };
-    char s[64];
+    char s[64], what[64];
+    dl_shape shape;
     int i;
     if (!m) return;
-    fprintf(out, "input %s\n", dl_shape_str(m->input, s, sizeof s));
+    shape = m->input;
+    fprintf(out, "%-28s %-16s %10s\n", "layer", "output shape", "params");
+    fprintf(out, "%-28s %-16s %10d\n", "input", dl_shape_str(shape, s, sizeof s), 0);
     for (i = 0; i < m->n_layers; i++) {
         const dl_layer *l = &m->layers[i];
-        fprintf(out, "  %-10s", kinds[l->kind]);
-        if (l->kind == DL_LAYER_DENSE) fprintf(out, " units %-6d", l->units);
-        if (l->kind == DL_LAYER_DROPOUT) fprintf(out, " rate %.2f", (double)l->rate);
-        if (l->kind == DL_LAYER_DENSE || l->kind == DL_LAYER_ACTIVATION) fprintf(out, " %s", acts[l->activation]);
-        fputc('\n', out);
+        unsigned long long params = (unsigned long long)dl__layer_shape(l, &shape);
+        if (l->kind == DL_LAYER_DENSE) snprintf(what, sizeof what, "dense %d, %s", l->units, acts[l->activation]);
+        else if (l->kind == DL_LAYER_DROPOUT) snprintf(what, sizeof what, "dropout %.2f", (double)l->rate);
+        else if (l->kind == DL_LAYER_ACTIVATION) snprintf(what, sizeof what, "activation %s", acts[l->activation]);
+        else snprintf(what, sizeof what, "%s", kinds[l->kind]);
+        fprintf(out, "%-28s %-16s %10llu\n", what, dl_shape_str(shape, s, sizeof s), params);
     }
-    if (m->g) fprintf(out, "parameters %zu (%zu bytes)\n", dl_model_param_count(m), dl_model_param_count(m) * sizeof(float));
+    if (m->g) fprintf(out, "total parameters %zu (%zu bytes)\n", dl_model_param_count(m), dl_model_param_count(m) * sizeof(float));
 }
 
 /* ---- 5. Training and evaluation --------------------------------------------------- */
@@ -733,15 +747,10 @@ static int dl__read_tensor(dl__rbuf *r, dl_model *m, int i)
    before dl_compile allocates them, so a forged layer width costs nothing. */
 static int dl__weights_fit(const dl_model *m, const dl__rbuf *r)
 {
-    uint64_t last = (uint64_t)m->input.d[m->input.ndim - 1], total = 0, rest = 1;
+    dl_shape shape = m->input;
+    uint64_t total = 0;
     int i;
-    for (i = 0; i + 1 < m->input.ndim; i++) rest *= (uint64_t)m->input.d[i];
-    for (i = 0; i < m->n_layers; i++) {
-        const dl_layer *l = &m->layers[i];
-        if (l->kind == DL_LAYER_FLATTEN) { last *= rest; rest = 1; }
-        if (l->kind == DL_LAYER_DENSE) { total += (last + 1) * (uint64_t)l->units; last = (uint64_t)l->units; }
-        if (total > ((uint64_t)1 << 40)) break;
-    }
+    for (i = 0; i < m->n_layers; i++) total += dl__layer_shape(&m->layers[i], &shape);
     if (total * 4 > r->len - r->pos)
         return dl__error("%s: the layers need %llu weights (%llu bytes) but the file has %zu bytes left", r->path,
                          (unsigned long long)total, (unsigned long long)total * 4, r->len - r->pos);
