@@ -146,6 +146,12 @@ DL__TARGET("avx2,fma") static void dl__adam_avx2(float *w, float *m, float *v, c
     dl__adam_scalar(w, m, v, g, i, n, k);
 }
 
+/* g++ 12 reports its own AVX-512 intrinsics' undefined-vector idiom as
+   "may be used uninitialized"; the warning is false. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 DL__TARGET("avx512f") static void dl__adam_avx512(float *w, float *m, float *v, const float *g, size_t n, const dl__adam_k *k)
 {
     dl__adam_c c = dl__adam_fold(k);
@@ -169,6 +175,9 @@ DL__TARGET("avx512f") static void dl__adam_avx512(float *w, float *m, float *v, 
     }
     dl__adam_scalar(w, m, v, g, i, n, k);
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 #ifdef DL__NEON

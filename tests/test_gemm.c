@@ -23,13 +23,17 @@ static float test_rand(void)
 
 static float *test_buf(size_t n) { return (float *)malloc(n * sizeof(float) + 16); }
 
+/* A starts this many floats into its buffer (alignment-dependent code paths). */
+static int test_a_off;
+
 /* Runs one case; returns 1 if every element is within tolerance (and prints the first
    failure). ld* are the minimal leading dimensions plus `pad`. */
 static int check_case(int ta, int tb, int m, int n, int k, float alpha, float beta, int pad)
 {
     int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
     int arows = ta ? k : m, brows = tb ? n : k;
-    float *a = test_buf((size_t)arows * lda), *b = test_buf((size_t)brows * ldb);
+    float *abuf = test_buf((size_t)arows * lda + test_a_off), *a = abuf + test_a_off;
+    float *b = test_buf((size_t)brows * ldb);
     float *c = test_buf((size_t)m * ldc), *c0 = test_buf((size_t)m * ldc);
     int i, j, p, ok = 1;
     for (i = 0; i < arows * lda; i++) a[i] = test_rand();
@@ -64,7 +68,7 @@ static int check_case(int ta, int tb, int m, int n, int k, float alpha, float be
                         m, n, k, alpha, beta, pad, i, j, got, ref, tol);
         }
     }
-    free(a); free(b); free(c); free(c0);
+    free(abuf); free(b); free(c); free(c0);
     return ok;
 }
 
@@ -143,7 +147,28 @@ static void sweep_blocks(void)
     DL_CHECK(fails == 0);
 }
 
+/* n <= 16 (AVX-512 runs these vectorised over M): m around the 16/32-row panels, k
+   around the 128-step pack chunks, A at every 64-byte alignment with lda a multiple
+   of 16 floats (pad 0, k = 128/256) and not. */
+static void sweep_small_n(void)
+{
+    static const int ms[] = { 1, 5, 15, 16, 17, 31, 32, 33, 70 }, ks[] = { 1, 3, 113, 128, 129, 256, 300 };
+    int mi, n, ki, t, idx = 0, fails = 0;
+    for (mi = 0; mi < 9; mi++)
+        for (n = 1; n <= 17; n++)
+            for (ki = 0; ki < 7; ki++, idx++)
+                for (t = 0; t < 4; t++) {
+                    test_a_off = (idx + t) % 17;
+                    if (!check_case(t & 1, t >> 1, ms[mi], n, ks[ki], alphas[idx & 1],
+                                    betas[(idx + t) % 3], (idx + t) % 3 ? 0 : 5))
+                        if (++fails > 5) break;
+                }
+    test_a_off = 0;
+    DL_CHECK(fails == 0);
+}
+
 DL_TEST(sgemm_edges_mn) { for_each_isa(sweep_mn); }
+DL_TEST(sgemm_small_n) { for_each_isa(sweep_small_n); }
 DL_TEST(sgemm_edges_k) { for_each_isa(sweep_k); }
 DL_TEST(sgemm_block_boundaries) { for_each_isa(sweep_blocks); }
 
