@@ -5,7 +5,7 @@ WARN     = -std=c99 -Wall -Wextra -Wpedantic
 CPPFLAGS+= -I.
 LDLIBS   = -lm -lpthread
 B        = build
-HDR      = dlcore.h $(wildcard dev/*.h)
+HDR      = dlcore.h
 
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 A64CC    = aarch64-linux-gnu-gcc

@@ -40,7 +40,7 @@ $(BENCH_DIR)/harness.o: bench/harness.cc bench/bench.h
 	@mkdir -p $(@D)
 	$(CXX) $(BENCH_CXXFLAGS) $(CPPFLAGS) -c $< -o $@
 
-$(BENCH_DIR)/%.o: bench/%.c bench/bench.h dlcore.h $(wildcard dev/*.h)
+$(BENCH_DIR)/%.o: bench/%.c bench/bench.h dlcore.h
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(BENCH_CFLAGS) $(CPPFLAGS) $(BENCH_CPPFLAGS) $(BENCH_BLAS_INC) -c $< -o $@
 
