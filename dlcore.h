@@ -22,7 +22,7 @@
  *   DL_MAX_CLASSES        size of dl_metrics' confusion matrix (32)
  * Environment
  *   DLCORE_ISA=scalar|avx2|avx512|neon   force a kernel set (tests, benchmarks)
- *   DLCORE_THREADS=N                     default thread count (0 = all cores)
+ *   DLCORE_THREADS=N                     default thread count (unset or 0: all cores)
  *
  * Example: the Keras MNIST MLP
  *   dl_dataset train, test;
@@ -49,7 +49,7 @@
  *
  * Contents (public API first, then the implementation in the same order)
  *   0. Conventions: status codes, errors
- *   1. Kernels: dl_sgemm, ISA dispatch, threads
+ *   1. Kernels: dl_sgemm, ISA dispatch, threads, SIMD Adam and ReLU
  *   2. Shapes, tensors, random numbers
  *   3. Graph, ops, autograd, planner, optimizers
  *   4. IO: CRC-32, gzip, IDX files, data sets
