@@ -28,15 +28,15 @@ help:
 	@echo "make bench     Google Benchmark microbenchmarks with OpenBLAS as peer"
 	@echo "make data      fetch Fashion-MNIST and the MNIST digits into data/"
 
-$(B)/%: tests/%.c $(HDR) tests/dltest.h
+$(B)/%: tests/%.c $(HDR) tests/dltest.h tests/dltest_alloc.h
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
-$(B)/san/%: tests/%.c $(HDR) tests/dltest.h
+$(B)/san/%: tests/%.c $(HDR) tests/dltest.h tests/dltest_alloc.h
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
-$(B)/a64/%: tests/%.c $(HDR) tests/dltest.h
+$(B)/a64/%: tests/%.c $(HDR) tests/dltest.h tests/dltest_alloc.h
 	@mkdir -p $(@D)
 	$(A64CC) $(WARN) -O2 -static $(CPPFLAGS) $< -o $@ $(LDLIBS)
 

@@ -1,15 +1,7 @@
 /* Autograd, ops, planner and optimizers. Every op's gradient is compared with
    central finite differences on random shapes; optimizer steps with numbers
    worked out by hand; a training step is checked to allocate nothing. */
-#include <stdlib.h>
-static long g_allocs;
-static void *count_malloc(size_t n) { g_allocs++; return malloc(n); }
-static void *count_realloc(void *p, size_t n) { g_allocs++; return realloc(p, n); }
-#define DLCORE_MALLOC(n) count_malloc(n)
-#define DLCORE_REALLOC(p, n) count_realloc(p, n)
-#define DLCORE_FREE(p) free(p)
-#define DLCORE_IMPLEMENTATION
-#include "dlcore.h"
+#include "dltest_alloc.h"
 #include "dltest.h"
 
 /* Values away from 0 so that relu's kink is never inside the +-eps window. */

@@ -1,15 +1,7 @@
 /* Sequential models end to end on small synthetic data: training reaches a
    known accuracy, runs are reproducible, fit allocates nothing per step,
    models survive save/load bit for bit, and bad model files are refused. */
-#include <stdlib.h>
-static long g_allocs;
-static void *count_malloc(size_t n) { g_allocs++; return malloc(n); }
-static void *count_realloc(void *p, size_t n) { g_allocs++; return realloc(p, n); }
-#define DLCORE_MALLOC(n) count_malloc(n)
-#define DLCORE_REALLOC(p, n) count_realloc(p, n)
-#define DLCORE_FREE(p) free(p)
-#define DLCORE_IMPLEMENTATION
-#include "dlcore.h"
+#include "dltest_alloc.h"
 #include "dltest.h"
 
 #define TMP "build/test_model.tmp.dlc"

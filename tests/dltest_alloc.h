@@ -1,0 +1,15 @@
+/* dltest_alloc.h - routes dlcore's allocations through counters, so a test can
+   assert that a training step allocates nothing. Include instead of dlcore.h,
+   before dltest.h: it defines DLCORE_IMPLEMENTATION. */
+#ifndef DLTEST_ALLOC_H
+#define DLTEST_ALLOC_H
+#include <stdlib.h>
+static long g_allocs;
+static void *count_malloc(size_t n) { g_allocs++; return malloc(n); }
+static void *count_realloc(void *p, size_t n) { g_allocs++; return realloc(p, n); }
+#define DLCORE_MALLOC(n) count_malloc(n)
+#define DLCORE_REALLOC(p, n) count_realloc(p, n)
+#define DLCORE_FREE(p) free(p)
+#define DLCORE_IMPLEMENTATION
+#include "../dlcore.h"
+#endif
