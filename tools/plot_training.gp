@@ -19,7 +19,7 @@ stats in skip 1 using 4 nooutput
 nval = exists("STATS_records") ? STATS_records : 0
 if (nepochs < 1) { print sprintf("plot_training: %s has no data rows", in); exit status 1 }
 
-set terminal pngcairo size 1200,480 font ",11"
+set terminal pngcairo size 1200,480 font ",11" noenhanced   # file names keep their underscores
 set output out
 set multiplot layout 1,2 title sprintf("%s (%d epochs)", in, nepochs)
 set grid
