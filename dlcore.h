@@ -2084,6 +2084,12 @@ enum {
 static const char *dl__op_name(int op);   /* from the op table, below */
 static dl__node *dl__in(dl_graph *g, const dl__node *n, int i) { return &g->nodes[n->in[i]]; }
 static size_t dl__numel(const dl__node *n) { return dl_shape_numel(n->shape); }
+
+/* Floats the node needs at the largest batch. */
+static size_t dl__numel_at(const dl__node *n, int batch)
+{
+    return n->batched ? dl__numel(n) / (size_t)n->shape.d[0] * (size_t)batch : dl__numel(n);
+}
 static int dl__last_dim(const dl__node *n) { return n->shape.ndim ? n->shape.d[n->shape.ndim - 1] : 1; }
 
 /* Gradients accumulate over a node's consumers, and buffers are shared between
@@ -2341,10 +2347,7 @@ static void dl__bwd_softmax(dl_graph *g, dl__node *n)
     }
 }
 
-static size_t dl__aux_dropout(const dl_graph *g, const dl__node *n)
-{
-    return dl__numel(n) / (n->batched ? (size_t)n->shape.d[0] : 1) * (size_t)(n->batched ? g->max_batch : 1);
-}
+static size_t dl__aux_dropout(const dl_graph *g, const dl__node *n) { return dl__numel_at(n, g->max_batch); }
 
 /* Inverted dropout: survivors are scaled by 1/(1-rate) in training, so
    evaluation is the identity. The mask is kept for backward. Its bits come from
@@ -2475,8 +2478,7 @@ static void dl__bwd_bce(dl_graph *g, dl__node *n)
 
 static size_t dl__aux_sparse_ce(const dl_graph *g, const dl__node *n)
 {
-    const dl__node *p = &g->nodes[n->in[0]];
-    return dl__numel(p) / (p->batched ? (size_t)p->shape.d[0] : 1) * (size_t)(p->batched ? g->max_batch : 1);
+    return dl__numel_at(&g->nodes[n->in[0]], g->max_batch);
 }
 
 /* Mean over rows of logsumexp(z) - z[label]; softmax probabilities are kept in
@@ -2746,12 +2748,6 @@ DLDEF int dl_op_flatten(dl_graph *g, int x)
 /* ---- 3. Planner: one arena for everything a step touches --------------------------- */
 
 static size_t dl__round16(size_t n) { return (n + 15) & ~(size_t)15; }   /* 64-byte slots */
-
-/* Floats the node needs at the largest batch. */
-static size_t dl__numel_at(const dl__node *n, int batch)
-{
-    return n->batched ? dl__numel(n) / (size_t)n->shape.d[0] * (size_t)batch : dl__numel(n);
-}
 
 /* Gradients of intermediate nodes live only from their last consumer's backward
    step down to their own, so two nodes whose index intervals [i, last_use] do not
