@@ -486,7 +486,13 @@ DLDEF const char *dl_last_error(void) { return dl__errbuf; }
    failing call reads `return dl__error("%s: bad magic", path);`. */
 #if defined(__GNUC__) || defined(__clang__)
 #define DL__UNUSED __attribute__((unused))
+/* On MinGW the `printf` archetype means msvcrt's printf, which rejects %zu; under C99
+   (__USE_MINGW_ANSI_STDIO, on by default) or UCRT the vsnprintf below is C99's. */
+#if defined(__MINGW32__) && (__USE_MINGW_ANSI_STDIO || defined(_UCRT))
+__attribute__((format(gnu_printf, 1, 2)))
+#else
 __attribute__((format(printf, 1, 2)))
+#endif
 #else
 #define DL__UNUSED
 #endif
@@ -515,16 +521,16 @@ DL__UNUSED static int dl__error(const char *fmt, ...)
 #define DL__NEON 1
 #include <arm_neon.h>
 #endif
-#ifndef DLCORE_NO_THREADS
+/* Windows gets <windows.h> even without threads: dl_save's replacing rename and the
+   fit timer need it too. */
 #ifdef _WIN32
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
 #include <windows.h>
-#else
+#elif !defined(DLCORE_NO_THREADS)
 #include <pthread.h>
 #include <unistd.h>
-#endif
 #endif
 #ifdef __cplusplus
 extern "C" {
@@ -1038,7 +1044,7 @@ static void dl__worker_loop(unsigned seen)
 static DWORD WINAPI dl__worker_main(LPVOID arg) { dl__worker_loop((unsigned)(uintptr_t)arg); return 0; }
 static int dl__thread_start(dl__thread *t, unsigned gen)
 {
-    *t = CreateThread(NULL, 0, dl__worker_main, (LPVOID)(uintptr_t)gen, 0, NULL, NULL);
+    *t = CreateThread(NULL, 0, dl__worker_main, (LPVOID)(uintptr_t)gen, 0, NULL);
     return *t != NULL;
 }
 static void dl__thread_join(dl__thread t) { WaitForSingleObject(t, INFINITE); CloseHandle(t); }
@@ -4219,6 +4225,12 @@ static double dl__now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#elif defined(_WIN32)
+    /* clock() there is coarse (1 ms at best); the performance counter is monotonic and finer. */
+    LARGE_INTEGER t, f;
+    QueryPerformanceCounter(&t);
+    QueryPerformanceFrequency(&f);
+    return (double)t.QuadPart / (double)f.QuadPart;
 #else
     return (double)clock() / CLOCKS_PER_SEC;
 #endif
@@ -4473,7 +4485,13 @@ static int dl__write_file_atomic(const char *path, const unsigned char *data, si
     ok = (fflush(f) == 0) && ok;
     ok = (fclose(f) == 0) && ok;
     if (!ok) { remove(tmp); return dl__error("dl_save: writing '%s' failed (disk full?)", tmp); }
-    if (rename(tmp, path) != 0) { remove(tmp); return dl__error("dl_save: cannot rename '%s' to '%s'", tmp, path); }
+#ifdef _WIN32
+    /* Windows' rename() fails when the target exists; MoveFileEx replaces it in one step. */
+    ok = MoveFileExA(tmp, path, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH) != 0;
+#else
+    ok = rename(tmp, path) == 0;
+#endif
+    if (!ok) { remove(tmp); return dl__error("dl_save: cannot rename '%s' to '%s'", tmp, path); }
     return DL_OK;
 }
 

@@ -6,6 +6,17 @@
 
 #define TMP "build/test_model.tmp.dlc"
 
+/* cmd.exe's mkdir knows no -p, and Windows' remove() leaves directories alone. */
+#ifdef _WIN32
+#include <direct.h>
+#include <errno.h>
+#define TEST_MKDIR_P(p) ((_mkdir(p) == 0 || errno == EEXIST) ? 0 : -1)
+#define TEST_RMDIR(p) _rmdir(p)
+#else
+#define TEST_MKDIR_P(p) system("mkdir -p " p)
+#define TEST_RMDIR(p) remove(p)
+#endif
+
 /* Three Gaussian blobs in 8 dimensions, labelled 0..2. */
 static void blobs(dl_dataset *d, int n, uint64_t seed)
 {
@@ -135,6 +146,8 @@ DL_TEST(save_load_predict_identical)
     dl_evaluate(m, &d, &a); dl_evaluate(l, &d, &b);
     DL_CHECK(a.loss == b.loss && a.accuracy == b.accuracy);
     DL_CHECK_EQ_INT(dl_model_param_count(l), 8 * 16 + 16 + 16 * 3 + 3);
+    /* Saving over an existing file replaces it (Windows' rename() would refuse). */
+    DL_CHECK_EQ_INT(dl_save(l, TMP), DL_OK);
     free(p1); free(p2);
     dl_model_free(m); dl_model_free(l);
     dl_dataset_free(&d);
@@ -265,7 +278,7 @@ DL_TEST(failed_save_leaves_no_partial_file)
     dl_model *m = mlp(1, dl_adam(1e-3f));
     FILE *f;
     /* The target is a directory: the rename must fail, and nothing may remain. */
-    DL_CHECK_EQ_INT(system("mkdir -p build/test_model_dir.dlc"), 0);
+    DL_CHECK_EQ_INT(TEST_MKDIR_P("build/test_model_dir.dlc"), 0);
     DL_CHECK_EQ_INT(dl_save(m, "build/test_model_dir.dlc"), DL_ERR);
     DL_CHECK_STR_CONTAINS(dl_last_error(), "build/test_model_dir.dlc");
     f = fopen("build/test_model_dir.dlc.tmp", "rb");
@@ -273,7 +286,7 @@ DL_TEST(failed_save_leaves_no_partial_file)
     if (f) fclose(f);
     DL_CHECK_EQ_INT(dl_save(m, "build/no/such/dir/m.dlc"), DL_ERR);
     DL_CHECK_STR_CONTAINS(dl_last_error(), "cannot create");
-    remove("build/test_model_dir.dlc");
+    TEST_RMDIR("build/test_model_dir.dlc");
     dl_model_free(m);
 }
 

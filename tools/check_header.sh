@@ -1,8 +1,9 @@
 #!/bin/sh
 # check_header.sh - dlcore.h must compile without a single warning under
 # -Wall -Wextra -Wpedantic as C99 (gcc, clang), as C++11, with DLCORE_STATIC,
-# with DLCORE_NO_SIMD / DLCORE_NO_THREADS, and for AArch64 when the cross
-# compiler is there. Prints "<name>: N passed, N failed".
+# with DLCORE_NO_SIMD / DLCORE_NO_THREADS, and for AArch64 and
+# Windows (mingw-w64) when the cross compilers are there.
+# Prints "<name>: N passed, N failed".
 cd "$(dirname "$0")/.." || exit 1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 printf '#define DLCORE_IMPLEMENTATION\n#include "dlcore.h"\nint main(void){return dl_last_error()[0];}\n' >"$tmp/t.c"
@@ -24,5 +25,6 @@ try "gcc -std=c99 static"         gcc -std=c99 -DDLCORE_STATIC
 try "gcc -std=c99 no-simd"        gcc -std=c99 -DDLCORE_NO_SIMD
 try "gcc -std=c99 no-threads"     gcc -std=c99 -DDLCORE_NO_THREADS
 try "aarch64 gcc -std=c99"        aarch64-linux-gnu-gcc -std=c99
+try "mingw-w64 gcc -std=c99"      x86_64-w64-mingw32-gcc -std=c99
 echo "check_header.sh: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
