@@ -575,7 +575,7 @@ DL__UNUSED static void dl__sgemm_ref(int ta, int tb, int m, int n, int k, float 
    Packed panels have csa = MR and sb = NR; the small-shape path hands the caller's
    matrices in directly when they already have this layout (A transposed, B not).
    The tile is always full: edge tiles are computed into a local MR x NR buffer, except
-   where the ISA has an edge kernel (AVX-512 masks) that writes a partial tile itself.
+   where the ISA has an edge kernel (AVX2, AVX-512: masks) that writes a partial tile itself.
 
    The A values are broadcast and the B row is the vector operand, so one k step costs
    MR broadcasts + NR/W vector loads for MR*NR/W FMAs (W = lanes per vector).
@@ -585,6 +585,12 @@ DL__UNUSED static void dl__sgemm_ref(int ta, int tb, int m, int n, int k, float 
    would leak into or fight the caller's own setting; Zen 4 and AArch64 cores run FMAs
    on subnormals at full speed, and trained MLP weights/activations are not subnormal
    in bulk anyway. A caller who wants FTZ sets it for their own thread. */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DL__INLINE_ALWAYS static inline __attribute__((always_inline))
+#else
+#define DL__INLINE_ALWAYS static inline
+#endif
 
 typedef void (*dl__ukr_fn)(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
                            float *c, ptrdiff_t ldc, float alpha, float beta);
@@ -649,6 +655,77 @@ static void dl__ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
     DL__AVX2_STORE(3); DL__AVX2_STORE(4); DL__AVX2_STORE(5);
 }
 
+/* -- AVX2 edge tiles: any mr <= 6 rows and nr <= 16 columns, straight into C. Rows are
+      rounded up to 2, 4 or 6 (packed panels are zero-padded, so the extra rows read
+      zeros and are not stored); a ragged column vector is loaded and stored with
+      vmaskmovps, which does not fault on the masked-off lanes, so an unpacked B is
+      read in place. Without it a batch of 32 ran its last 2 rows as a whole 6-row tile
+      through a buffer. Instances with only full vectors keep plain loads and stores. */
+#define DL__E256_ROW(i) if (R > i) { t = _mm256_broadcast_ss(a + i * rsa);                \
+    c##i##_0 = _mm256_fmadd_ps(t, b0, c##i##_0);                                         \
+    if (V > 1) c##i##_1 = _mm256_fmadd_ps(t, b1, c##i##_1); }
+#define DL__E256_STORE1(ci, acc, mk) do {                                                 \
+    if (F) {                                                                             \
+        if (beta == 0.0f) _mm256_storeu_ps(ci, _mm256_mul_ps(acc, va));                  \
+        else _mm256_storeu_ps(ci, _mm256_fmadd_ps(acc, va, _mm256_mul_ps(vb, _mm256_loadu_ps(ci)))); \
+    } else if (beta == 0.0f) {                                                           \
+        _mm256_maskstore_ps(ci, mk, _mm256_mul_ps(acc, va));                             \
+    } else {                                                                             \
+        _mm256_maskstore_ps(ci, mk, _mm256_fmadd_ps(acc, va,                             \
+                            _mm256_mul_ps(vb, _mm256_maskload_ps(ci, mk))));             \
+    } } while (0)
+#define DL__E256_STORE(i) if (R > i && mr > i) {                                          \
+    DL__E256_STORE1(c + i * ldc, c##i##_0, m0);                                          \
+    if (V > 1) DL__E256_STORE1(c + i * ldc + 8, c##i##_1, m1); }
+DL__TARGET("avx2,fma") DL__INLINE_ALWAYS
+void dl__edge256_body(const int R, const int V, const int F, int k, const float *a, ptrdiff_t rsa,
+                      ptrdiff_t csa, const float *b, ptrdiff_t sb, float *c, ptrdiff_t ldc,
+                      float alpha, float beta, int mr, int nr)
+{
+    __m256 c0_0 = _mm256_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0,
+           c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0,
+           c5_1 = c0_0;
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane);
+    __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
+    int p;
+    for (p = 0; p < k; p++, a += csa, b += sb) {
+        __m256 b0, b1, t;
+        if (F) { b0 = _mm256_loadu_ps(b); b1 = V > 1 ? _mm256_loadu_ps(b + 8) : b0; }
+        else { b0 = _mm256_maskload_ps(b, m0); b1 = V > 1 ? _mm256_maskload_ps(b + 8, m1) : b0; }
+        DL__E256_ROW(0) DL__E256_ROW(1) DL__E256_ROW(2)
+        DL__E256_ROW(3) DL__E256_ROW(4) DL__E256_ROW(5)
+    }
+    DL__E256_STORE(0) DL__E256_STORE(1) DL__E256_STORE(2)
+    DL__E256_STORE(3) DL__E256_STORE(4) DL__E256_STORE(5)
+}
+#define DL__E256_INST(R, V, F)                                                            \
+DL__TARGET("avx2,fma") static void dl__edge256_##R##x##V##F(int k, const float *a,        \
+    ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb, float *c, ptrdiff_t ldc, \
+    float alpha, float beta, int mr, int nr)                                             \
+{ dl__edge256_body(R, V, F, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, mr, nr); }
+DL__E256_INST(2, 1, 0) DL__E256_INST(4, 1, 0) DL__E256_INST(6, 1, 0)
+DL__E256_INST(2, 2, 0) DL__E256_INST(4, 2, 0) DL__E256_INST(6, 2, 0)
+DL__E256_INST(2, 1, 1) DL__E256_INST(4, 1, 1) DL__E256_INST(6, 1, 1)
+DL__E256_INST(2, 2, 1) DL__E256_INST(4, 2, 1) DL__E256_INST(6, 2, 1)
+
+DL__TARGET("avx2,fma")
+static void dl__edge_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
+                          ptrdiff_t sb, float *c, ptrdiff_t ldc, float alpha, float beta,
+                          int mr, int nr)
+{
+    typedef void (*inst_fn)(int, const float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                            float *, ptrdiff_t, float, float, int, int);
+    static const inst_fn inst[2][2][3] = {
+        { { dl__edge256_2x10, dl__edge256_4x10, dl__edge256_6x10 },
+          { dl__edge256_2x20, dl__edge256_4x20, dl__edge256_6x20 } },
+        { { dl__edge256_2x11, dl__edge256_4x11, dl__edge256_6x11 },
+          { dl__edge256_2x21, dl__edge256_4x21, dl__edge256_6x21 } } };
+    int v = nr > 8;
+    inst[nr == 8 * (v + 1)][v][(mr - 1) / 2](k, a, rsa, csa, b, sb, c, ldc, alpha, beta, mr, nr);
+}
+
 /* -- AVX-512 12x32: 24 zmm accumulators + 2 for the B row + 1 broadcast = 27 of 32.
       Per k step 2 loads + 12 broadcasts feed 24 FMAs, well under the load ports. */
 #define DL__AVX512_MR 12
@@ -708,11 +785,6 @@ static void dl__ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, 
 #define DL__E512_STORE(i) if (R > i && mr > i) {                                          \
     DL__E512_STORE1(c + i * ldc, c##i##_0, m0);                                          \
     if (V > 1) DL__E512_STORE1(c + i * ldc + 16, c##i##_1, m1); }
-#if defined(__GNUC__) || defined(__clang__)
-#define DL__INLINE_ALWAYS static inline __attribute__((always_inline))
-#else
-#define DL__INLINE_ALWAYS static inline
-#endif
 DL__TARGET("avx512f") DL__INLINE_ALWAYS
 void dl__edge512_body(const int R, const int V, int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
                       const float *b, ptrdiff_t sb, float *c, ptrdiff_t ldc, float alpha,
@@ -840,7 +912,7 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
     /* scalar 4x8: L1 panel 4*256*4 = 4 KiB, B block 256x256 = 256 KiB */
     { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 1, dl__ukr_scalar, NULL },
 #ifdef DL__X86
-    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 256, 2046, 1, dl__ukr_avx2, NULL },
+    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 256, 2046, 1, dl__ukr_avx2, dl__edge_avx2 },
     /* Zen 4 (L1d 32 KiB, L2 1 MiB per core): KC = 512 keeps the 12 x KC A micro-panel
        (24 KiB) in L1 across the row of tiles, NC = 256 makes the KC x NC B block 512 KiB,
        half of L2; MC = 3072 (6 MiB of packed A) streams from L3. Best-of-3 interleaved
