@@ -1894,21 +1894,17 @@ DL__TARGET("avx2,fma") static void dl__adam_avx2(float *w, float *m, float *v, c
     dl__adam_c c = dl__adam_fold(k);
     const __m256 b1 = _mm256_set1_ps(c.b1), nb1 = _mm256_set1_ps(c.nb1), b2 = _mm256_set1_ps(c.b2);
     const __m256 nb2 = _mm256_set1_ps(c.nb2), kk = _mm256_set1_ps(c.k), eps = _mm256_set1_ps(c.eps);
-    const __m256 decay = _mm256_set1_ps(c.decay), tiny = _mm256_set1_ps(1e-30f), half = _mm256_set1_ps(0.5f);
-    const __m256 three_halves = _mm256_set1_ps(1.5f), two = _mm256_set1_ps(2.0f);
+    const __m256 decay = _mm256_set1_ps(c.decay);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 gi = _mm256_loadu_ps(g + i);
         __m256 mi = _mm256_fmadd_ps(nb1, gi, _mm256_mul_ps(b1, _mm256_loadu_ps(m + i)));
         __m256 vi = _mm256_fmadd_ps(_mm256_mul_ps(nb2, gi), gi, _mm256_mul_ps(b2, _mm256_loadu_ps(v + i)));
-        __m256 x = _mm256_max_ps(vi, tiny), r = _mm256_rsqrt_ps(x), den, q;
-        r = _mm256_mul_ps(r, _mm256_fnmadd_ps(_mm256_mul_ps(half, x), _mm256_mul_ps(r, r), three_halves));
-        den = _mm256_fmadd_ps(x, r, eps);
-        q = _mm256_rcp_ps(den);
-        q = _mm256_mul_ps(q, _mm256_fnmadd_ps(den, q, two));
+        __m256 den = _mm256_add_ps(_mm256_sqrt_ps(vi), eps);
         _mm256_storeu_ps(m + i, mi);
         _mm256_storeu_ps(v + i, vi);
-        _mm256_storeu_ps(w + i, _mm256_fmsub_ps(_mm256_loadu_ps(w + i), decay, _mm256_mul_ps(_mm256_mul_ps(kk, mi), q)));
+        _mm256_storeu_ps(w + i, _mm256_fmsub_ps(_mm256_loadu_ps(w + i), decay,
+                                                _mm256_div_ps(_mm256_mul_ps(kk, mi), den)));
     }
     dl__adam_scalar(w, m, v, g, i, n, k);
 }
