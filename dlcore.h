@@ -2511,7 +2511,7 @@ static void dl__dropout_mask4(uint64_t h, uint32_t cut, uint32_t keep_bits, floa
 static int dl__fwd_dropout(dl_graph *g, dl__node *n)
 {
     const float *x = dl__in(g, n, 0)->val;
-    size_t i, q = 0, len = dl__numel(n);
+    size_t i, q = 0, done = 0, len = dl__numel(n); /* done: outputs already written */
     float rate = n->fparam, keep = 1.0f / (1.0f - rate), *mask = n->aux;
     uint32_t cut = (uint32_t)(rate * 65536.0f + 0.5f);
     if (!g->training || rate <= 0.0f) {
@@ -2536,13 +2536,14 @@ static int dl__fwd_dropout(dl_graph *g, dl__node *n)
                 _mm_storeu_ps(mask + 4 * q, mk);
                 _mm_storeu_ps(n->val + 4 * q, _mm_mul_ps(_mm_loadu_ps(x + 4 * q), mk));
             }
+            done = 4 * q;
         }
 #endif
         for (; 4 * q < len; q++, z += golden)
             dl__dropout_mask4(dl__mix64(z), cut, keep_bits, mask + 4 * q, len - 4 * q < 4 ? len - 4 * q : 4);
         g->dropout_ctr += (len + 3) / 4;
     }
-    for (i = 4 * q < len ? 0 : 4 * q; i < len; i++) n->val[i] = x[i] * mask[i];
+    for (i = done; i < len; i++) n->val[i] = x[i] * mask[i];
     return DL_OK;
 }
 
