@@ -10,11 +10,16 @@ HDR      = dlcore.h
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 A64CC    = aarch64-linux-gnu-gcc
 QEMU     = qemu-aarch64
+# Windows: the _WIN32 code (Win32 thread pool, MoveFileEx save) built with mingw-w64
+# and run under wine; Debian installs wine64 outside PATH.
+WINCC    = x86_64-w64-mingw32-gcc
+WINE     = WINEPREFIX=$(abspath $(B))/wineprefix WINEDEBUG=-all /usr/lib/wine/wine64
 
 TEST_SRC = $(wildcard tests/test_*.c)
 TESTS    = $(TEST_SRC:tests/%.c=$(B)/%)
 TESTS_SAN= $(TEST_SRC:tests/%.c=$(B)/san/%)
 TESTS_A64= $(TEST_SRC:tests/%.c=$(B)/a64/%)
+TESTS_WIN= $(TEST_SRC:tests/%.c=$(B)/win/%.exe)
 
 EXAMPLES = $(patsubst examples/%.c,$(B)/%,$(wildcard examples/*.c))
 
@@ -23,7 +28,7 @@ all: examples
 
 help:
 	@echo "make demo      install deps, fetch data, train, evaluate, save, reload the MNIST MLP"
-	@echo "make test      the whole test suite (native, ASan+UBSan, AArch64 under qemu)"
+	@echo "make test      the whole test suite (native, ASan+UBSan, AArch64 under qemu, Windows under wine)"
 	@echo "make examples  build the example programs into $(B)/"
 	@echo "make bench     Google Benchmark microbenchmarks with OpenBLAS as peer"
 	@echo "make data      fetch Fashion-MNIST and the MNIST digits into data/"
@@ -39,6 +44,10 @@ $(B)/san/%: tests/%.c $(HDR) tests/dltest.h tests/dltest_alloc.h
 $(B)/a64/%: tests/%.c $(HDR) tests/dltest.h tests/dltest_alloc.h
 	@mkdir -p $(@D)
 	$(A64CC) $(WARN) -O2 -static $(CPPFLAGS) $< -o $@ $(LDLIBS)
+
+$(B)/win/%.exe: tests/%.c $(HDR) tests/dltest.h tests/dltest_alloc.h
+	@mkdir -p $(@D)
+	$(WINCC) $(WARN) -O2 $(CPPFLAGS) $< -o $@ -lm
 
 $(B)/%: tools/%.c $(HDR)
 	@mkdir -p $(@D)
@@ -58,6 +67,8 @@ define TEST_PLAN
 $(foreach t,$(TEST_NAMES),native-$(t) $(B)/$(t)
 )$(foreach t,$(TEST_NAMES),san-$(t) $(B)/san/$(t)
 )$(foreach t,$(TEST_NAMES),a64-$(t) $(QEMU) $(B)/a64/$(t)
+)win-prefix $(WINE) wineboot -i
+$(foreach t,$(TEST_NAMES),win-$(t) $(WINE) $(B)/win/$(t).exe
 )header-warnings sh tools/check_header.sh
 cli B=$(B) sh tests/test_cli.sh
 example-linear_regression $(B)/linear_regression
@@ -69,7 +80,7 @@ export TEST_PLAN
 deps-test:
 	@sh tools/deps.sh test
 
-test-build: $(TESTS) $(TESTS_SAN) $(TESTS_A64) $(EXAMPLES) $(B)/dlc_inspect $(B)/mnist_json2idx
+test-build: $(TESTS) $(TESTS_SAN) $(TESTS_A64) $(TESTS_WIN) $(EXAMPLES) $(B)/dlc_inspect $(B)/mnist_json2idx
 
 test: deps-test
 	@$(MAKE) --no-print-directory data

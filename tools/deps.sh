@@ -7,7 +7,7 @@ pkgs=""
 for group in "$@"; do
     case "$group" in
         build) pkgs="$pkgs gcc make gzip" ;;
-        test)  pkgs="$pkgs gcc clang g++ make gzip gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user dataset-fashion-mnist npm@npm ca-certificates" ;;
+        test)  pkgs="$pkgs gcc clang g++ make gzip gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user gcc-mingw-w64-x86-64 wine64 dataset-fashion-mnist npm@npm ca-certificates" ;;
         demo)  pkgs="$pkgs gcc make gzip dataset-fashion-mnist npm@npm ca-certificates gnuplot-nox" ;;
         bench) pkgs="$pkgs g++ libbenchmark-dev libopenblas-dev python3 python3-torch python3-numpy gnuplot-nox util-linux dataset-fashion-mnist" ;;
         *) echo "deps.sh: unknown group '$group' (build test demo bench)" >&2; exit 2 ;;

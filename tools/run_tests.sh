@@ -14,7 +14,8 @@ while read -r label cmd; do
     sh -c "$cmd" >"$log" 2>&1 </dev/null
     rc=$?
     secs=$(( $(date +%s) - start ))
-    line=$(grep -E '^[^ ]*: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+    # (programs run under wine end their lines with CR LF)
+    line=$(tr -d '\r' <"$log" | grep -E '^[^ ]*: [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
     if [ -n "$line" ]; then
         p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed/\1/')
         f=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed/\2/')
