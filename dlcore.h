@@ -11,7 +11,8 @@
  *   In exactly ONE .c file:          #define DLCORE_IMPLEMENTATION
  *                                    #include "dlcore.h"
  *   Everywhere else just #include "dlcore.h". Compile with plain -O2: SIMD
- *   kernels are chosen at run time. Link with -lm -lpthread.
+ *   kernels are chosen at run time. Link with -lm -lpthread (on Windows -lm:
+ *   the pool uses Win32 threads; tested with mingw-w64 under wine).
  *
  * Configuration (define before the implementation's #include)
  *   DLCORE_MALLOC(sz) DLCORE_REALLOC(p,sz) DLCORE_FREE(p)  all three, or none
@@ -51,7 +52,7 @@
  *   0. Conventions: status codes, errors
  *   1. Kernels: dl_sgemm, ISA dispatch, threads, SIMD Adam and ReLU
  *   2. Shapes, tensors, random numbers
- *   3. Graph, ops, autograd, planner, optimizers
+ *   3. Graph, ops, autograd, planner, optimizers, fused backward + update
  *   4. IO: CRC-32, gzip, IDX files, data sets
  *   5. Models: layers, fit/evaluate/predict, model files
  */
@@ -917,6 +918,9 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
     /* scalar 4x8: L1 panel 4*256*4 = 4 KiB, B block 256x256 = 256 KiB */
     { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 1, dl__ukr_scalar, NULL },
 #ifdef DL__X86
+    /* Zen 3 (L2 512 KiB, so this B block fills it): at 2048^3 KC/NC = 512/256, 512/128,
+       256/256 and 384/168 all measured 70-76 GFLOP/s, inside the noise of the shared VM,
+       so one row serves both generations. */
     { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 256, 2046, 1, dl__ukr_avx2, dl__edge_avx2 },
     /* Zen 4 (L1d 32 KiB, L2 1 MiB per core): KC = 512 keeps the 12 x KC A micro-panel
        (24 KiB) in L1 across the row of tiles, NC = 256 makes the KC x NC B block 512 KiB,
