@@ -261,7 +261,8 @@ DLDEF int dl_graph_update(dl_graph *g, const dl_optimizer *o, int epoch);
 /* dl_backward(g, loss) and then dl_graph_update(g, o, epoch), with the same result
    (within rounding), faster: a weight whose only user is a matmul/dense is updated
    while its gradient is computed, and that gradient is not stored (dl_node_grad on it
-   reads stale values afterwards). Use the two calls when you need the gradients. */
+   reads stale values afterwards) unless dl_require_grad asked for it. Use the two
+   calls when you need all the gradients. */
 DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch);
 
 /* ==== 4. IO: checksums, gzip, IDX datasets ========================================= */
@@ -3327,7 +3328,8 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
     }
     for (i = 0; i < g->n_params; i++) {
         dl__node *p = &g->nodes[g->params[i]];
-        p->fusable = p->fusable == 2 && !(p->regularize && (o->l1 != 0.0f || o->l2 != 0.0f));
+        /* a gradient asked for with dl_require_grad is stored, so that weight is not fused */
+        p->fusable = p->fusable == 2 && !p->keep_grad && !(p->regularize && (o->l1 != 0.0f || o->l2 != 0.0f));
     }
     g->fuse = fuse ? &st : NULL;
     i = dl_backward(g, loss);

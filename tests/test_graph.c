@@ -329,8 +329,9 @@ DL_TEST(adam_kernels_of_every_isa_agree_with_scalar)
 }
 
 /* An MLP x -> dense(hidden, relu) -> dense(10) -> sparse CE; `shared` feeds the output
-   layer's weight to a second matmul as well, so it has two users and cannot be fused. */
-static dl_graph *step_mlp(int batch, int in, int hidden, int shared, int *loss, int *w1)
+   layer's weight to a second matmul as well, so it has two users and cannot be fused;
+   `want_grad` asks for w1's gradient, which must then be stored. */
+static dl_graph *step_mlp(int batch, int in, int hidden, int shared, int want_grad, int *loss, int *w1)
 {
     dl_rng r;
     dl_graph *g = dl_graph_new(21);
@@ -341,6 +342,7 @@ static dl_graph *step_mlp(int batch, int in, int hidden, int shared, int *loss, 
     o = dl_op_dense(g, h, w2, dl_param(g, "b2", DL_SHAPE(10), DL_INIT_ZEROS));
     if (shared) o = dl_op_add(g, o, dl_op_matmul(g, h, w2));
     *loss = dl_loss_sparse_ce(g, o, y);
+    if (want_grad) dl_require_grad(g, *w1);
     dl_graph_plan(g, batch);
     dl_graph_set_batch(g, batch);
     dl_graph_set_training(g, 1);
@@ -354,7 +356,8 @@ static dl_graph *step_mlp(int batch, int in, int hidden, int shared, int *loss, 
    every ISA, a batch that fits one KC block and one that does not (the fallback through
    a stored gradient), a hidden width that leaves band tails, and a shape big enough
    for the GEMM to split the fused update over 2 threads; fusion must happen for
-   Adam/AdamW and must not for a shared weight, clipping or SGD. */
+   Adam/AdamW and must not for a shared weight, clipping, SGD or a weight whose gradient
+   was asked for (that gradient must match). */
 DL_TEST(graph_step_equals_backward_then_update)
 {
     static const char *const isas[] = { "scalar", "avx2", "avx512", "neon" };
@@ -364,12 +367,12 @@ DL_TEST(graph_step_equals_backward_then_update)
     dl_set_threads(2);
     for (k = 0; k < 4; k++) {
         if (dl_set_isa(isas[k]) != DL_OK) continue;
-        for (sh = 0; sh < 5; sh++) for (variant = 0; variant < 5; variant++) {
+        for (sh = 0; sh < 5; sh++) for (variant = 0; variant < 6; variant++) {
             const int batch = shapes[sh][0], in = shapes[sh][1], hidden = shapes[sh][2];
             dl_optimizer o = variant == 1 ? dl_adamw(0.01f, 0.1f) : variant == 4 ? dl_sgd(0.05f, 0.9f) : dl_adam(0.01f);
-            int shared = variant == 3, loss_a, loss_b, w1_a, w1_b, i, p, fused_seen = 0;
-            dl_graph *ga = step_mlp(batch, in, hidden, shared, &loss_a, &w1_a);
-            dl_graph *gb = step_mlp(batch, in, hidden, shared, &loss_b, &w1_b);
+            int shared = variant == 3, want_grad = variant == 5, loss_a, loss_b, w1_a, w1_b, i, p, fused_seen = 0;
+            dl_graph *ga = step_mlp(batch, in, hidden, shared, want_grad, &loss_a, &w1_a);
+            dl_graph *gb = step_mlp(batch, in, hidden, shared, want_grad, &loss_b, &w1_b);
             double worst = 0;
             if (variant == 2) o.clip_norm = 0.5f;
             for (i = 0; i < 3; i++) {
@@ -393,6 +396,16 @@ DL_TEST(graph_step_equals_backward_then_update)
                          isas[k], batch, in, hidden, variant, worst);
             DL_CHECK(worst < 1e-5);
             DL_CHECK_EQ_INT(fused_seen, variant <= 1 || variant == 3 ? 3 : 0);
+            if (want_grad) {
+                dl_tensor da = dl_node_grad(ga, w1_a), db = dl_node_grad(gb, w1_b);
+                size_t j, n = (size_t)dl_shape_numel(da.shape);
+                DL_CHECK(da.data != NULL && db.data != NULL);
+                for (j = 0; da.data && db.data && j < n; j++)
+                    if (!(fabs((double)da.data[j] - db.data[j]) <= 1e-5 * (fabs(da.data[j]) + 1e-3))) {
+                        DL_FAILF("%s: w1 gradient %zu differs: %g vs %g", isas[k], j, (double)da.data[j], (double)db.data[j]);
+                        break;
+                    }
+            }
             if (variant == 3) DL_CHECK(gb->nodes[dl_graph_param(gb, 0)].fused_pass != gb->pass); /* w2 */
             dl_graph_free(ga);
             dl_graph_free(gb);
