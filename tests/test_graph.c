@@ -361,13 +361,15 @@ static dl_graph *step_mlp(int batch, int in, int hidden, int shared, int want_gr
 DL_TEST(graph_step_equals_backward_then_update)
 {
     static const char *const isas[] = { "scalar", "avx2", "avx512", "neon" };
-    /* batch, input width, hidden width; 2*300*256*100 flops is over the threading threshold */
-    static const int shapes[][3] = { { 7, 37, 45 }, { 7, 37, 64 }, { 600, 37, 45 }, { 600, 37, 64 }, { 300, 256, 100 } };
+    /* batch, input width, hidden width; 2*300*256*100 flops is over the threading threshold;
+       a hidden width of 300 is wider than every ISA's NC, so bands cover part of a row */
+    static const int shapes[][3] = { { 7, 37, 45 }, { 7, 37, 64 }, { 600, 37, 45 }, { 600, 37, 64 },
+                                     { 300, 256, 100 }, { 9, 20, 300 } };
     int k, sh, variant, threads = dl_get_threads();
     dl_set_threads(2);
     for (k = 0; k < 4; k++) {
         if (dl_set_isa(isas[k]) != DL_OK) continue;
-        for (sh = 0; sh < 5; sh++) for (variant = 0; variant < 6; variant++) {
+        for (sh = 0; sh < 6; sh++) for (variant = 0; variant < 6; variant++) {
             const int batch = shapes[sh][0], in = shapes[sh][1], hidden = shapes[sh][2];
             dl_optimizer o = variant == 1 ? dl_adamw(0.01f, 0.1f) : variant == 4 ? dl_sgd(0.05f, 0.9f) : dl_adam(0.01f);
             int shared = variant == 3, want_grad = variant == 5, loss_a, loss_b, w1_a, w1_b, i, p, fused_seen = 0;
