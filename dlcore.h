@@ -629,39 +629,6 @@ static void dl__ukr_scalar(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, 
       12 independent FMA chains cover 2 pipes x 4-cycle latency with margin. */
 #define DL__AVX2_MR 6
 #define DL__AVX2_NR 16
-#define DL__AVX2_ROW(i) t = _mm256_broadcast_ss(a + i * rsa);                                    \
-    c##i##_0 = _mm256_fmadd_ps(t, b0, c##i##_0); c##i##_1 = _mm256_fmadd_ps(t, b1, c##i##_1);
-#define DL__AVX2_STORE(i) do {                                                            \
-    float *ci = c + i * ldc;                                                             \
-    if (beta == 0.0f) {                                                                  \
-        _mm256_storeu_ps(ci, _mm256_mul_ps(c##i##_0, va));                               \
-        _mm256_storeu_ps(ci + 8, _mm256_mul_ps(c##i##_1, va));                           \
-    } else {                                                                             \
-        _mm256_storeu_ps(ci, _mm256_fmadd_ps(c##i##_0, va, _mm256_mul_ps(vb, _mm256_loadu_ps(ci)))); \
-        _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(c##i##_1, va, _mm256_mul_ps(vb, _mm256_loadu_ps(ci + 8)))); \
-    } } while (0)
-DL__TARGET("avx2,fma")
-static void dl__ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
-                         float *c, ptrdiff_t ldc, float alpha, float beta)
-{
-    __m256 c0_0 = _mm256_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0,
-           c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0,
-           c5_1 = c0_0;
-    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    int p;
-    for (p = 0; p < DL__AVX2_MR; p++) { /* the C tile arrives while the k loop runs */
-        _mm_prefetch((const char *)(c + p * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + p * ldc + 15), _MM_HINT_T0);
-    }
-    for (p = 0; p < k; p++, a += csa, b += sb) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), t;
-        DL__AVX2_ROW(0) DL__AVX2_ROW(1) DL__AVX2_ROW(2)
-        DL__AVX2_ROW(3) DL__AVX2_ROW(4) DL__AVX2_ROW(5)
-    }
-    DL__AVX2_STORE(0); DL__AVX2_STORE(1); DL__AVX2_STORE(2);
-    DL__AVX2_STORE(3); DL__AVX2_STORE(4); DL__AVX2_STORE(5);
-}
-
 /* -- AVX2 edge tiles: any mr <= 6 rows and nr <= 16 columns, straight into C. Rows are
       rounded up to 2, 4 or 6 (packed panels are zero-padded, so the extra rows read
       zeros and are not stored); a ragged column vector is loaded and stored with
@@ -731,6 +698,20 @@ static void dl__edge_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, c
           { dl__edge256_2x21, dl__edge256_4x21, dl__edge256_6x21 } } };
     int v = nr > 8;
     inst[nr == 8 * (v + 1)][v][(mr - 1) / 2](k, a, rsa, csa, b, sb, c, ldc, alpha, beta, mr, nr);
+}
+
+/* The full tile is the edge kernel's 6-row, 2-vector, full-column instance (below);
+   only the C prefetch is its own. */
+DL__TARGET("avx2,fma")
+static void dl__ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
+                         float *c, ptrdiff_t ldc, float alpha, float beta)
+{
+    int i;
+    for (i = 0; i < DL__AVX2_MR; i++) { /* the C tile arrives while the k loop runs */
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+    }
+    dl__edge256_body(6, 2, 1, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, 6, 16);
 }
 
 /* -- AVX-512 12x32: 24 zmm accumulators + 2 for the B row + 1 broadcast = 27 of 32.
