@@ -50,7 +50,16 @@ typedef struct bench_suite {
     int is_peak;             /* its GFLOP/s is the FMA peak quoted by others */
     const bench_case *cases;
     int n;
+    /* optional: a line on how the peer ran (its version, kernel set, settings),
+       printed above the ratio table; NULL: none */
+    const char *(*peer_info)(void);
 } bench_suite;
+
+/* Settings a peer library reads from the environment when it is loaded, before main
+   runs (OpenBLAS: its kernel set and how long idle threads spin). Called first thing
+   in main; returns 1 when it set a variable, and the harness then re-executes itself
+   so that the library, loaded afresh, sees it. Defined in bench_gemm.c. */
+int bench_peer_env(void);
 
 /* Every suite, in run order: the peak first, so the others can quote it. */
 #define BENCH_SUITES(X) X(peak) X(gemm)

@@ -117,5 +117,5 @@ static const bench_case peak_cases[] = {
 };
 
 const bench_suite bench_suite_peak = {
-    "peak", 0, 1, peak_cases, (int)(sizeof peak_cases / sizeof peak_cases[0])
+    "peak", 0, 1, peak_cases, (int)(sizeof peak_cases / sizeof peak_cases[0]), 0
 };

@@ -207,8 +207,9 @@ private:
                 impls.push_back(c->impl);
         }
         if (groups.empty()) return;
-        line("\n%s: GFLOP/s and ratio to %s (same run)\n%-30s %9s", suite->name, suite->peer,
-             "shape", suite->peer);
+        line("\n%s: GFLOP/s and ratio to %s (same run)\n", suite->name, suite->peer);
+        if (suite->peer_info) line("%s\n", suite->peer_info());
+        line("%-30s %9s", "shape", suite->peer);
         for (const std::string &im : impls) line(" %20s", im.c_str());
         line("\n");
         // Per (set, impl): sum of log ratios and count, for the geometric means.
@@ -281,6 +282,11 @@ std::string take_cases_flag(int *argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    if (bench_peer_env()) {
+        execv("/proc/self/exe", argv);
+        std::perror("harness: re-executing itself with the peer's environment");
+        return 2;
+    }
     std::string which = take_cases_flag(&argc, argv);
     if (which != "t1" && which != "mt" && which != "all") {
         std::fprintf(stderr, "harness: --cases=%s: expected t1, mt or all\n", which.c_str());
