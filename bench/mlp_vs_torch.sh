@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
         -b) batches=$2; shift 2 ;;
         -s) seed=$2; shift 2 ;;
         --torch-only) torch_only=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "mlp_vs_torch: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
