@@ -2638,22 +2638,26 @@ static size_t dl__aux_sparse_ce(const dl_graph *g, const dl__node *n)
 }
 
 /* Mean over rows of logsumexp(z) - z[label]; softmax probabilities are kept in
-   the scratch buffer because backward is (p - onehot) / rows. */
+   the scratch buffer because backward is (p - onehot) / rows. One exp per logit:
+   exp(z - max) serves both the sum and, scaled by 1/sum, the probability. */
 static int dl__fwd_sparse_ce(dl_graph *g, dl__node *n)
 {
     dl__node *p = dl__in(g, n, 0), *t = dl__in(g, n, 1);
-    int cols = dl__last_dim(p);
+    int cols = dl__last_dim(p), j;
     size_t r, rows = dl__numel(p) / (size_t)cols;
     double s = 0.0;
-    dl__softmax_rows(p->val, n->aux, rows, cols, 1);
     for (r = 0; r < rows; r++) {
-        float lf = t->val[r];
+        const float *z = p->val + r * cols;
+        float *pr = n->aux + r * cols, mx = z[0], sum = 0.0f, inv, lf = t->val[r];
         int label = (int)lf;
         if (!(lf >= 0.0f) || (float)label != lf || label >= cols)
             return dl__error("sparse_ce: label %g of row %zu is not a class in [0, %d)", (double)lf, r, cols);
-        s -= n->aux[r * cols + label];
+        for (j = 1; j < cols; j++) if (z[j] > mx) mx = z[j];
+        for (j = 0; j < cols; j++) sum += pr[j] = expf(z[j] - mx);
+        s += (double)(mx + logf(sum) - z[label]);
+        inv = 1.0f / sum;
+        for (j = 0; j < cols; j++) pr[j] *= inv;
     }
-    for (r = 0; r < rows * (size_t)cols; r++) n->aux[r] = expf(n->aux[r]);
     n->val[0] = (float)(s / (double)rows);
     return DL_OK;
 }
