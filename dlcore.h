@@ -2164,6 +2164,7 @@ typedef struct dl__node {
     int      keep_grad;       /* asked for with dl_require_grad: never shares its buffer */
     int      fusable;         /* dl_graph_step: updated inside the backward pass */
     unsigned fused_pass;      /* the pass in which that happened */
+    int      wanted;          /* dl__forward: the target depends on it */
     char     name[48];
 } dl__node;
 
@@ -3029,17 +3030,30 @@ DLDEF void dl_graph_set_training(dl_graph *g, int training) { if (g) g->training
 
 /* ---- 3. Running: forward, backward, gradient check ------------------------------- */
 
-DLDEF int dl_forward(dl_graph *g, int upto)
+/* Nodes 0..upto; with wanted_only, just those `upto` depends on. Training and
+   evaluation need the loss alone, not the probabilities a model's output node
+   computes beside it. Inputs come before their users, so one pass down marks them. */
+static int dl__forward(dl_graph *g, int upto, int wanted_only)
 {
-    int i;
+    int i, j;
     if (!g || !g->planned) return dl__error("dl_forward: plan the graph first (dl_graph_plan)");
     if (!dl__valid(g, upto)) return dl__error("dl_forward: no node %d", upto);
+    for (i = 0; i < upto; i++) g->nodes[i].wanted = !wanted_only;
+    g->nodes[upto].wanted = 1;
+    for (i = upto; i >= 0; i--) {
+        const dl__node *n = &g->nodes[i];
+        if (n->wanted)
+            for (j = 0; j < n->n_in; j++)
+                if (n->in[j] != DL_NONE) g->nodes[n->in[j]].wanted = 1;
+    }
     for (i = 0; i <= upto; i++) {
         dl__node *n = &g->nodes[i];
-        if (dl__ops[n->op].forward && dl__ops[n->op].forward(g, n) != DL_OK) return DL_ERR;
+        if (n->wanted && dl__ops[n->op].forward && dl__ops[n->op].forward(g, n) != DL_OK) return DL_ERR;
     }
     return DL_OK;
 }
+
+DLDEF int dl_forward(dl_graph *g, int upto) { return dl__forward(g, upto, 0); }
 
 /* Claims a gradient buffer for this pass; its first writer overwrites it
    (dl__grad_beta / dl__grad_acc), so nothing is zeroed twice. */
@@ -4465,7 +4479,7 @@ static int dl__eval(dl_model *m, const dl_dataset *d, float *loss, float *acc, i
     for (first = 0; first < d->n; first += bs) {
         int n = d->n - first < bs ? d->n - first : bs;
         dl__load_batch(m, d, NULL, first, n);
-        if (dl_forward(m->g, m->loss) != DL_OK) return DL_ERR;
+        if (dl__forward(m->g, m->loss, 1) != DL_OK) return DL_ERR;
         sum += (double)dl_node_value(m->g, m->loss).data[0] * n;
         correct += dl__count_correct(m, n, conf);
     }
@@ -4528,7 +4542,7 @@ static int dl__train_epoch(dl_model *m, const dl_dataset *train, int *perm, int 
         int cur = n - first < bs ? n - first : bs;
         float l;
         dl__load_batch(m, train, perm, first, cur);
-        if (dl_forward(m->g, m->loss) != DL_OK) return DL_ERR;
+        if (dl__forward(m->g, m->loss, 1) != DL_OK) return DL_ERR;
         l = dl_node_value(m->g, m->loss).data[0];
         if (!isfinite(l))
             return dl__error("dl_fit: loss became %g at epoch %d, step %d of %d; lower the learning rate or check the data",

@@ -187,6 +187,38 @@ DL_TEST(partial_batch_gives_same_rows)
     dl_graph_free(g);
 }
 
+/* dl_fit and dl_evaluate compute only what the loss depends on: the model's softmax
+   output beside the loss is left alone, the loss is the same, and the public
+   dl_forward still computes every node up to its target. */
+DL_TEST(forward_for_the_loss_skips_nodes_it_does_not_need)
+{
+    dl_rng r;
+    dl_graph *g = dl_graph_new(6);
+    int x = dl_input(g, "x", DL_SHAPE(7)), lab = dl_input(g, "labels", DL_SHAPE(1)), z, p, loss, i;
+    float full_loss;
+    z = dl_op_dense(g, x, dl_param(g, "w", DL_SHAPE(7, 4), DL_INIT_GLOROT_UNIFORM), dl_param(g, "b", DL_SHAPE(4), DL_INIT_HE_NORMAL));
+    p = dl_op_softmax(g, z);
+    loss = dl_loss_sparse_ce(g, z, lab);
+    DL_CHECK(p < loss);
+    DL_CHECK_EQ_INT(dl_graph_plan(g, 5), DL_OK);
+    dl_graph_set_batch(g, 5);
+    dl_rng_seed(&r, 3);
+    fill_normal(&r, dl_node_value(g, x).data, 35);
+    for (i = 0; i < 5; i++) dl_node_value(g, lab).data[i] = (float)(i % 4);
+    DL_CHECK_EQ_INT(dl_forward(g, loss), DL_OK);
+    full_loss = dl_node_value(g, loss).data[0];
+    DL_CHECK_NEAR(dl_node_value(g, p).data[0] + dl_node_value(g, p).data[1] + dl_node_value(g, p).data[2] +
+                  dl_node_value(g, p).data[3], 1.0, 1e-5);
+    for (i = 0; i < 20; i++) dl_node_value(g, p).data[i] = -7.0f;
+    dl_node_value(g, loss).data[0] = -1.0f;
+    DL_CHECK_EQ_INT(dl__forward(g, loss, 1), DL_OK);
+    DL_CHECK_NEAR(dl_node_value(g, loss).data[0], full_loss, 0.0);
+    for (i = 0; i < 20; i++) DL_CHECK(dl_node_value(g, p).data[i] == -7.0f);
+    DL_CHECK_EQ_INT(dl_forward(g, loss), DL_OK);
+    DL_CHECK(dl_node_value(g, p).data[0] != -7.0f);
+    dl_graph_free(g);
+}
+
 DL_TEST(shape_errors_are_reported_not_fatal)
 {
     dl_graph *g = dl_graph_new(1);
