@@ -2343,7 +2343,13 @@ static void dl__bwd_matmul(dl_graph *g, dl__node *n)
     if (n->op == DL__OP_DENSE && n->in[2] != DL_NONE && dl__in(g, n, 2)->needs_grad) {
         float *db = dl__grad_acc(dl__in(g, n, 2));
         int i, j;
-        for (i = 0; i < m; i++) {
+        /* four rows per pass: db may alias for all the compiler knows, so each pass
+           is a load and a store of db per column */
+        for (i = 0; i + 4 <= m; i += 4) {
+            const float *d0 = n->grad + (size_t)i * nn, *d1 = d0 + nn, *d2 = d1 + nn, *d3 = d2 + nn;
+            for (j = 0; j < nn; j++) db[j] += (d0[j] + d1[j]) + (d2[j] + d3[j]);
+        }
+        for (; i < m; i++) {
             const float *dy = n->grad + (size_t)i * nn;
             for (j = 0; j < nn; j++) db[j] += dy[j];
         }
@@ -4442,11 +4448,11 @@ static int dl__argmax(const float *v, int n)
     return best;
 }
 
-/* Predicted and true classes of row i of the current batch (-1 for regression). */
-static int dl__classes(const dl_model *m, int i, int *truth, int col)
+/* Predicted and true classes of row i of the current batch (-1 for regression);
+   z and y: the batch's logits and targets. */
+static int dl__classes(const dl_model *m, const float *z, const float *y, int i, int *truth, int col)
 {
-    const float *z = dl_node_value(m->g, m->logits).data + (size_t)i * m->out_size;
-    const float *y = dl_node_value(m->g, m->y).data;
+    z += (size_t)i * m->out_size;
     if (m->loss_kind == DL_LOSS_SPARSE_CE) { *truth = (int)y[i]; return dl__argmax(z, m->out_size); }
     if (m->loss_kind == DL_LOSS_BCE) { *truth = y[(size_t)i * m->out_size + col] > 0.5f; return z[col] > 0.0f; }
     *truth = -1;
@@ -4457,10 +4463,11 @@ static int dl__classes(const dl_model *m, int i, int *truth, int col)
 static int dl__count_correct(const dl_model *m, int bs, int *conf)
 {
     int i, c, correct = 0, cols = m->loss_kind == DL_LOSS_BCE ? m->out_size : 1;
+    const float *z = dl_node_value(m->g, m->logits).data, *y = dl_node_value(m->g, m->y).data;
     if (m->loss_kind == DL_LOSS_MSE) return 0;
     for (i = 0; i < bs; i++)
         for (c = 0; c < cols; c++) {
-            int truth, pred = dl__classes(m, i, &truth, c);
+            int truth, pred = dl__classes(m, z, y, i, &truth, c);
             correct += pred == truth;
             if (conf && truth >= 0 && truth < m->n_classes && m->n_classes <= DL_MAX_CLASSES)
                 conf[truth * m->n_classes + pred]++;
