@@ -893,6 +893,7 @@ typedef struct {
        of B (so a ragged B panel need not be packed); NULL: edges go through a tile */
     void (*edge)(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
                  float *c, ptrdiff_t ldc, float alpha, float beta, int mr, int nr);
+    int edge_rows;   /* edge reads mr rounded up to a multiple of this many rows of A */
 } dl__isa_desc;
 
 #define DL__MAX_MR 12
@@ -900,12 +901,12 @@ typedef struct {
 
 static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
     /* scalar 4x8: L1 panel 4*256*4 = 4 KiB, B block 256x256 = 256 KiB */
-    { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 1, dl__ukr_scalar, NULL },
+    { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 1, dl__ukr_scalar, NULL, 0 },
 #ifdef DL__X86
     /* Zen 3 (L2 512 KiB, so this B block fills it): at 2048^3 KC/NC = 512/256, 512/128,
        256/256 and 384/168 all measured 70-76 GFLOP/s, inside the noise of the shared VM,
        so one row serves both generations. */
-    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 256, 2046, 1, dl__ukr_avx2, dl__edge_avx2 },
+    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 256, 2046, 1, dl__ukr_avx2, dl__edge_avx2, 2 },
     /* KC = 256: the 12 x KC A micro-panel (12 KiB) and the KC x 32 B micro-panel it meets
        (32 KiB) both stay in Zen 5's 48 KiB L1d from one tile to the next; with KC = 512
        (24 + 64 KiB) each tile streamed both from L2. NC = 256 makes the KC x NC B block
@@ -916,18 +917,18 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
        MNIST training time did not move. On Zen 4 (32 KiB L1d, double-pumped FMA) a sweep
        of KC 256..512, NC 192..768, MC 192..3072 found every KC >= 256 with NC >= 256
        within 1-2% of each other, MC = 192 or NC = 192 5-25% behind. */
-    { "avx512", DL__AVX512_MR, DL__AVX512_NR, 256, 256, 3072, 1, dl__ukr_avx512, dl__edge_avx512 },
+    { "avx512", DL__AVX512_MR, DL__AVX512_NR, 256, 256, 3072, 1, dl__ukr_avx512, dl__edge_avx512, 4 },
 #else
-    { "avx2", 6, 16, 512, 256, 2046, 1, NULL, NULL },
-    { "avx512", 12, 32, 320, 384, 3072, 1, NULL, NULL },
+    { "avx2", 6, 16, 512, 256, 2046, 1, NULL, NULL, 0 },
+    { "avx512", 12, 32, 256, 256, 3072, 1, NULL, NULL, 0 },
 #endif
 #ifdef DL__NEON
     /* AArch64 servers/phones (L1d 32-64 KiB, L2 1 MiB on Neoverse N1/V1): KC = 16K/32
        = 512 (the 8 x KC A panel is 16 KiB, half of the smaller L1), NC = 512K/2048 = 256
        -> 240 (20 x NR); MC = 1024 (2 MiB packed A, inside a cluster's L3/SLC). */
-    { "neon", DL__NEON_MR, DL__NEON_NR, 512, 240, 1024, 0, dl__ukr_neon, NULL },
+    { "neon", DL__NEON_MR, DL__NEON_NR, 512, 240, 1024, 0, dl__ukr_neon, NULL, 0 },
 #else
-    { "neon", 8, 12, 512, 240, 1024, 0, NULL, NULL },
+    { "neon", 8, 12, 512, 240, 1024, 0, NULL, NULL, 0 },
 #endif
 };
 
@@ -1266,8 +1267,8 @@ static void dl__pack_a(int ta, const float *a, ptrdiff_t lda, int mc, int kc, in
             const float *src = a + i0;
             for (p = 0; p < kc; p++, src += lda) {
                 float *d = dst + (ptrdiff_t)p * mr;
-                for (i = 0; i < rows; i++) d[i] = src[i];
-                for (; i < mr; i++) d[i] = 0.0f;
+                memcpy(d, src, (size_t)rows * sizeof(float));
+                for (i = rows; i < mr; i++) d[i] = 0.0f;
             }
         } else {
             dl__pack_transpose(a + (ptrdiff_t)i0 * lda, lda, rows, kc, mr, dst);
@@ -1285,8 +1286,8 @@ static void dl__pack_b(int tb, const float *b, ptrdiff_t ldb, int kc, int nc, in
             const float *src = b + j0;
             for (p = 0; p < kc; p++, src += ldb) {
                 float *d = dst + (ptrdiff_t)p * nr;
-                for (j = 0; j < cols; j++) d[j] = src[j];
-                for (; j < nr; j++) d[j] = 0.0f;
+                memcpy(d, src, (size_t)cols * sizeof(float));
+                for (j = cols; j < nr; j++) d[j] = 0.0f;
             }
         } else {
             dl__pack_transpose(b + (ptrdiff_t)j0 * ldb, ldb, cols, kc, nr, dst);
@@ -1358,7 +1359,10 @@ static void dl__gemm_block(const dl__gemm_job *g, int m0, int m1, int n0, int n1
             const float *ablk = g->ta ? g->a + (ptrdiff_t)pc * g->lda + ic
                                       : g->a + (ptrdiff_t)ic * g->lda + pc;
             int mfull = direct_a ? mc / MR * MR : 0;
-            /* direct: only the ragged panel is packed, at the start of abuf */
+            /* direct: only the ragged panel is packed, at the start of abuf, and not
+               even that when the edge kernel reads exactly its rows (m = 32 or 128 on
+               AVX-512: 8 rows) */
+            if (direct_a && d->edge && (mc - mfull) % d->edge_rows == 0) mfull = mc;
             dl__pack_a(g->ta, direct_a ? (g->ta ? ablk + mfull : ablk + (ptrdiff_t)mfull * g->lda) : ablk,
                        g->lda, mc - mfull, kc, MR, abuf);
             for (jc = n0; jc < n1; jc += NC) {
