@@ -718,43 +718,6 @@ static void dl__ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
       Per k step 2 loads + 12 broadcasts feed 24 FMAs, well under the load ports. */
 #define DL__AVX512_MR 12
 #define DL__AVX512_NR 32
-#define DL__AVX512_ROW(i) t = _mm512_set1_ps(a[i * rsa]);                                        \
-    c##i##_0 = _mm512_fmadd_ps(t, b0, c##i##_0); c##i##_1 = _mm512_fmadd_ps(t, b1, c##i##_1);
-#define DL__AVX512_STORE(i) do {                                                          \
-    float *ci = c + i * ldc;                                                             \
-    if (beta == 0.0f) {                                                                  \
-        _mm512_storeu_ps(ci, _mm512_mul_ps(c##i##_0, va));                               \
-        _mm512_storeu_ps(ci + 16, _mm512_mul_ps(c##i##_1, va));                          \
-    } else {                                                                             \
-        _mm512_storeu_ps(ci, _mm512_fmadd_ps(c##i##_0, va, _mm512_mul_ps(vb, _mm512_loadu_ps(ci)))); \
-        _mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(c##i##_1, va, _mm512_mul_ps(vb, _mm512_loadu_ps(ci + 16)))); \
-    } } while (0)
-DL__TARGET("avx512f")
-static void dl__ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
-                           float *c, ptrdiff_t ldc, float alpha, float beta)
-{
-    __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0,
-           c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0,
-           c5_1 = c0_0, c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0, c8_0 = c0_0,
-           c8_1 = c0_0, c9_0 = c0_0, c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0,
-           c11_1 = c0_0;
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    int p;
-    for (p = 0; p < DL__AVX512_MR; p++) { /* the C tile arrives while the k loop runs */
-        _mm_prefetch((const char *)(c + p * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + p * ldc + 31), _MM_HINT_T0);
-    }
-    for (p = 0; p < k; p++, a += csa, b += sb) {
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
-        DL__AVX512_ROW(0) DL__AVX512_ROW(1) DL__AVX512_ROW(2) DL__AVX512_ROW(3)
-        DL__AVX512_ROW(4) DL__AVX512_ROW(5) DL__AVX512_ROW(6) DL__AVX512_ROW(7)
-        DL__AVX512_ROW(8) DL__AVX512_ROW(9) DL__AVX512_ROW(10) DL__AVX512_ROW(11)
-    }
-    DL__AVX512_STORE(0); DL__AVX512_STORE(1); DL__AVX512_STORE(2); DL__AVX512_STORE(3);
-    DL__AVX512_STORE(4); DL__AVX512_STORE(5); DL__AVX512_STORE(6); DL__AVX512_STORE(7);
-    DL__AVX512_STORE(8); DL__AVX512_STORE(9); DL__AVX512_STORE(10); DL__AVX512_STORE(11);
-}
-
 /* -- AVX-512 edge tiles: any mr <= 12 rows and nr <= 32 columns, straight into C.
       Columns are covered by mask registers (masked loads never fault past the end of
       a row, so an unpacked B is read in place too), and the row count is rounded up
@@ -803,6 +766,21 @@ DL__TARGET("avx512f") static void dl__edge512_##R##x##V(int k, const float *a, p
 { dl__edge512_body(R, V, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, mr, m0, m1); }
 DL__E512_INST(4, 1) DL__E512_INST(8, 1) DL__E512_INST(12, 1)
 DL__E512_INST(4, 2) DL__E512_INST(8, 2) DL__E512_INST(12, 2)
+
+/* The full tile is the edge kernel's 12-row, 2-vector instance with all-ones masks
+   (above); only the C prefetch is its own. */
+DL__TARGET("avx512f")
+static void dl__ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
+                           float *c, ptrdiff_t ldc, float alpha, float beta)
+{
+    int i;
+    for (i = 0; i < DL__AVX512_MR; i++) { /* the C tile arrives while the k loop runs */
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
+    }
+    dl__edge512_body(12, 2, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, 12, (__mmask16)0xffff,
+                     (__mmask16)0xffff);
+}
 
 DL__TARGET("avx512f")
 static void dl__edge_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
