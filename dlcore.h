@@ -916,6 +916,7 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
    InitOnceExecuteOnce, so racing first calls are safe. */
 static int dl__isa_cur = DL__ISA_SCALAR;
 static int dl__isa_have[DL__ISA_COUNT];
+static int dl__have_avx512bwdq;   /* AVX-512 BW+DQ too (every AVX-512 CPU since Skylake-SP) */
 static int dl__nthreads = 1;
 #define DL__MAX_THREADS 64
 
@@ -927,6 +928,7 @@ static void dl__detect_cpu(void)
     __builtin_cpu_init();
     dl__isa_have[DL__ISA_AVX2] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     dl__isa_have[DL__ISA_AVX512] = __builtin_cpu_supports("avx512f");
+    dl__have_avx512bwdq = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #endif
 #ifdef DL__NEON
     dl__isa_have[DL__ISA_NEON] = 1;
@@ -2489,6 +2491,44 @@ static void dl__dropout_mask4(uint64_t h, uint32_t cut, uint32_t keep_bits, floa
     memcpy(dst, b, count * sizeof(float));
 }
 
+#if defined(DL__X86) && defined(__x86_64__)
+/* AVX-512: eight hashes, 32 mask entries, per step. vpmullq (DQ) forms the 64-bit
+   products of dl__mix64 exactly, and the 32 16-bit fields of the eight hashes are
+   mask entries 0..31 in order, so one unsigned compare (BW) gives the same bits as the
+   scalar and SSE2 paths. Entries done (a multiple of 32); z advances past their hashes. */
+DL__TARGET("avx512f,avx512bw,avx512dq")
+static size_t dl__dropout_avx512(const float *x, float *y, float *mask, size_t len, uint64_t *z,
+                                 uint64_t golden, uint32_t cut, float keep)
+{
+    const __m512i c1 = _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL);
+    const __m512i c2 = _mm512_set1_epi64((long long)0x94d049bb133111ebULL);
+    const __m512i step = _mm512_set1_epi64((long long)(8 * golden));
+    const __m512i cutv = _mm512_set1_epi16((short)cut);
+    const __m512 k = _mm512_set1_ps(keep);
+    __m512i h = _mm512_add_epi64(_mm512_set1_epi64((long long)*z),
+                                 _mm512_mullo_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+                                                    _mm512_set1_epi64((long long)golden)));
+    size_t i = 0;
+    if (cut >= 65536u) return 0; /* rate ~1: every entry dropped; 16-bit cut cannot say so */
+    for (; i + 32 <= len; i += 32, h = _mm512_add_epi64(h, step)) {
+        __m512i v = _mm512_mullo_epi64(_mm512_xor_si512(h, _mm512_srli_epi64(h, 30)), c1);
+        __mmask32 keep_bits;
+        __m512 m0, m1;
+        v = _mm512_mullo_epi64(_mm512_xor_si512(v, _mm512_srli_epi64(v, 27)), c2);
+        v = _mm512_xor_si512(v, _mm512_srli_epi64(v, 31));
+        keep_bits = _mm512_cmpge_epu16_mask(v, cutv);
+        m0 = _mm512_maskz_mov_ps((__mmask16)keep_bits, k);
+        m1 = _mm512_maskz_mov_ps((__mmask16)(keep_bits >> 16), k);
+        _mm512_storeu_ps(mask + i, m0);
+        _mm512_storeu_ps(mask + i + 16, m1);
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), m0));
+        _mm512_storeu_ps(y + i + 16, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), m1));
+    }
+    *z += (uint64_t)(i / 4) * golden;
+    return i;
+}
+#endif
+
 static int dl__fwd_dropout(dl_graph *g, dl__node *n)
 {
     const float *x = dl__in(g, n, 0)->val;
@@ -2507,6 +2547,10 @@ static int dl__fwd_dropout(dl_graph *g, dl__node *n)
         uint32_t keep_bits;
         memcpy(&keep_bits, &keep, 4);
 #if defined(DL__X86) && defined(__x86_64__)
+        if (dl__isa_cur == DL__ISA_AVX512 && dl__have_avx512bwdq) {
+            done = dl__dropout_avx512(x, n->val, mask, len, &z, golden, cut, keep);
+            q = done / 4;
+        }
         { /* SSE2 (x86-64 baseline): the 4 x 16 bits widened and compared at once, 4x
              faster than the scalar selects (0.5 vs 2 ns per element on Zen 3) */
             const __m128i c = _mm_set1_epi32((int)cut - 1), zero = _mm_setzero_si128();
@@ -2528,6 +2572,20 @@ static int dl__fwd_dropout(dl_graph *g, dl__node *n)
     return DL_OK;
 }
 
+/* dx = dy * mask, or dx += dy * mask. SSE2 on x86-64: the compiler leaves the loop
+   scalar, since for all it knows dx overlaps dy. */
+static void dl__mask_grad(float *dx, const float *dy, const float *mask, size_t len, int acc)
+{
+    size_t i = 0;
+#if defined(DL__X86) && defined(__x86_64__)
+    for (; i + 4 <= len; i += 4) {
+        __m128 p = _mm_mul_ps(_mm_loadu_ps(dy + i), _mm_loadu_ps(mask + i));
+        _mm_storeu_ps(dx + i, acc ? _mm_add_ps(_mm_loadu_ps(dx + i), p) : p);
+    }
+#endif
+    for (; i < len; i++) dx[i] = acc ? dx[i] + dy[i] * mask[i] : dy[i] * mask[i];
+}
+
 static void dl__bwd_dropout(dl_graph *g, dl__node *n)
 {
     dl__node *xn = dl__in(g, n, 0);
@@ -2538,10 +2596,10 @@ static void dl__bwd_dropout(dl_graph *g, dl__node *n)
     if (!xn->needs_grad) return;
     dx = xn->grad;
     if (dl__grad_beta(xn) == 0.0f) { /* first writer: overwrite, no zeroing pass */
-        if (masked) for (i = 0; i < len; i++) dx[i] = dy[i] * mask[i];
+        if (masked) dl__mask_grad(dx, dy, mask, len, 0);
         else memcpy(dx, dy, len * sizeof(float));
     } else {
-        if (masked) for (i = 0; i < len; i++) dx[i] += dy[i] * mask[i];
+        if (masked) dl__mask_grad(dx, dy, mask, len, 1);
         else for (i = 0; i < len; i++) dx[i] += dy[i];
     }
 }

@@ -524,6 +524,50 @@ DL_TEST(dropout_drops_its_rate_and_is_identity_in_eval)
     dl_graph_free(g);
 }
 
+/* The mask is the same on every ISA and for every path (AVX-512 32 entries at a time,
+   SSE2 4, the scalar tail): entries 4q..4q+3 come from the hash of key + (ctr + q) *
+   golden, here recomputed with the scalar reference over a ragged length. */
+DL_TEST(dropout_mask_is_the_same_on_every_isa)
+{
+    static const float rates[] = { 0.3f, 0.5f, 0.0001f, 0.999f };
+    const uint64_t golden = 0x9e3779b97f4a7c15ULL;
+    const size_t len = 9990;
+    static float want[9992];
+    int isa, r, tried = 0;
+    for (isa = 0; isa < DL__ISA_COUNT; isa++) {
+        if (dl_set_isa(dl__isa_table[isa].name) != DL_OK) continue;
+        tried++;
+        for (r = 0; r < 4; r++) {
+            dl_graph *g = dl_graph_new(5 + (uint64_t)r);
+            int x = dl_input(g, "x", DL_SHAPE(999)), y = dl_op_dropout(g, x, rates[r]);
+            float keep = 1.0f / (1.0f - rates[r]), *xv;
+            uint32_t cut = (uint32_t)(rates[r] * 65536.0f + 0.5f), keep_bits;
+            uint64_t z;
+            size_t i, q, bad = 0;
+            DL_CHECK_EQ_INT(dl_graph_plan(g, 10), DL_OK);
+            dl_graph_set_batch(g, 10);
+            dl_graph_set_training(g, 1);
+            xv = dl_node_value(g, x).data;
+            for (i = 0; i < len; i++) xv[i] = 1.0f + (float)(i % 5);
+            DL_CHECK_EQ_INT(dl_forward(g, y), DL_OK);  /* a first mask, so ctr is not 0 */
+            z = g->dropout_key + g->dropout_ctr * golden;
+            memcpy(&keep_bits, &keep, 4);
+            for (q = 0; 4 * q < len; q++)
+                dl__dropout_mask4(dl__mix64(z + q * golden), cut, keep_bits, want + 4 * q,
+                                  len - 4 * q < 4 ? len - 4 * q : 4);
+            DL_CHECK_EQ_INT(dl_forward(g, y), DL_OK);
+            for (i = 0; i < len; i++)
+                if (memcmp(&g->nodes[y].aux[i], &want[i], 4) != 0 ||
+                    dl_node_value(g, y).data[i] != xv[i] * want[i]) bad++;
+            if (bad) DL_FAILF("isa %s, rate %g: %zu of %zu entries differ from the reference",
+                              dl__isa_table[isa].name, (double)rates[r], bad, len);
+            dl_graph_free(g);
+        }
+    }
+    DL_CHECK(tried >= 1);
+    DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
+}
+
 /* Mean and variance of an initialiser over a large parameter. */
 static void init_stats(int init, dl_shape s, double *mean, double *var, float *lo, float *hi)
 {
