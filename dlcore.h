@@ -916,7 +916,9 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
    InitOnceExecuteOnce, so racing first calls are safe. */
 static int dl__isa_cur = DL__ISA_SCALAR;
 static int dl__isa_have[DL__ISA_COUNT];
+#ifdef DL__X86
 static int dl__have_avx512bwdq;   /* AVX-512 BW+DQ too (every AVX-512 CPU since Skylake-SP) */
+#endif
 static int dl__nthreads = 1;
 #define DL__MAX_THREADS 64
 
@@ -2495,7 +2497,12 @@ static void dl__dropout_mask4(uint64_t h, uint32_t cut, uint32_t keep_bits, floa
 /* AVX-512: eight hashes, 32 mask entries, per step. vpmullq (DQ) forms the 64-bit
    products of dl__mix64 exactly, and the 32 16-bit fields of the eight hashes are
    mask entries 0..31 in order, so one unsigned compare (BW) gives the same bits as the
-   scalar and SSE2 paths. Entries done (a multiple of 32); z advances past their hashes. */
+   scalar and SSE2 paths. Entries done (a multiple of 32); z advances past their hashes.
+   g++ 12 flags the undefined-vector idiom inside _mm512_srli_epi64 (see dl__adam_avx512). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 DL__TARGET("avx512f,avx512bw,avx512dq")
 static size_t dl__dropout_avx512(const float *x, float *y, float *mask, size_t len, uint64_t *z,
                                  uint64_t golden, uint32_t cut, float keep)
@@ -2527,6 +2534,9 @@ static size_t dl__dropout_avx512(const float *x, float *y, float *mask, size_t l
     *z += (uint64_t)(i / 4) * golden;
     return i;
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 static int dl__fwd_dropout(dl_graph *g, dl__node *n)
