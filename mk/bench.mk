@@ -9,7 +9,9 @@
 #   make bench-mlp                MNIST MLP training: build/mnist_mlp against PyTorch, batch 32
 #                                 and 128; BENCH_MLP_ARGS='-r 3' for 3 interleaved rounds
 # The benchmark code is compiled with plain -O2, as a user would: dlcore picks its
-# kernels at run time.
+# kernels at run time. The peer runs the kernels OpenBLAS picks for the CPU: an
+# inherited OPENBLAS_CORETYPE is dropped (named in the report) unless
+# BENCH_OPENBLAS_CORETYPE=keep; see bench/bench_gemm.c and bench/mlp_vs_torch.sh.
 
 BENCH_CFLAGS   ?= -O2 -g
 BENCH_CXXFLAGS ?= -O2 -g -std=c++11 -Wall -Wextra
