@@ -457,6 +457,7 @@ DLDEF dl_graph *dl_model_graph(dl_model *m);
 #include <assert.h>
 
 #if !defined(DLCORE_MALLOC) && !defined(DLCORE_FREE) && !defined(DLCORE_REALLOC)
+#define DL__DEFAULT_MALLOC 1
 #define DLCORE_MALLOC(sz) malloc(sz)
 #define DLCORE_REALLOC(p, sz) realloc(p, sz)
 #define DLCORE_FREE(p) free(p)
@@ -4086,6 +4087,32 @@ DLDEF void dl_idx_free(dl_idx *idx)
 
 /* ---- Data sets --------------------------------------------------------------------- */
 
+/* Training reads shuffled rows from all over a buffer far larger than the caches, and
+   with 4 KiB pages nearly every row also misses the TLB. On Linux a data set's inputs
+   from the default allocator ask for transparent huge pages (Debian's THP setting is
+   "madvise": nothing else gets them): the MNIST batch gather went from 40 to 29 us per
+   batch of 128, 10 to 8 us per 32, on Zen 5. Only the 2 MiB-aligned interior of the
+   block is advised, before anything touches it; a custom DLCORE_MALLOC is left alone.
+   <sys/mman.h> hides madvise under -std=c99, hence the declaration (as for fileno). */
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) && defined(DL__DEFAULT_MALLOC)
+#ifdef __cplusplus
+#include <sys/mman.h>
+#else
+int madvise(void *addr, size_t length, int advice);
+#endif
+#ifndef MADV_HUGEPAGE
+#define MADV_HUGEPAGE 14
+#endif
+static void dl__advise_huge_pages(void *p, size_t bytes)
+{
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1), hi = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (hi > lo) (void)madvise((void *)lo, (size_t)(hi - lo), MADV_HUGEPAGE);
+}
+#else
+static void dl__advise_huge_pages(void *p, size_t bytes) { (void)p; (void)bytes; }
+#endif
+
 DLDEF int dl_dataset_alloc(dl_dataset *ds, int n, int ndim, const int *shape, int y_size)
 {
     size_t xs = 1, nx, ny;
@@ -4106,6 +4133,7 @@ DLDEF int dl_dataset_alloc(dl_dataset *ds, int n, int ndim, const int *shape, in
     ny = (size_t)n * (size_t)y_size;
     ds->x = (float *)DLCORE_MALLOC((nx ? nx : 1) * sizeof(float));
     ds->y = (float *)DLCORE_MALLOC((ny ? ny : 1) * sizeof(float));
+    if (ds->x) dl__advise_huge_pages(ds->x, nx * sizeof(float));
     if (!ds->x || !ds->y) {
         DLCORE_FREE(ds->x);
         DLCORE_FREE(ds->y);
