@@ -3,7 +3,8 @@
 # PyTorch (bench/peers/torch_mlp.py) in the same run, interleaved
 # (dlcore, torch, dlcore, torch, ...), each pinned to core 0 with one thread,
 # for each batch size. Prints the median training time of each, the speed-up
-# and both test accuracies (mean over rounds).
+# (ratio of the medians), both test accuracies (mean over rounds) and the speed-up
+# of each round (torch / the dlcore run just before it): median and range.
 #
 #   bench/mlp_vs_torch.sh [-r ROUNDS] [-d DATA_DIR] [-e EPOCHS] [-b "32 128"] [-s SEED] [--torch-only]
 #
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
         -b) batches=$2; shift 2 ;;
         -s) seed=$2; shift 2 ;;
         --torch-only) torch_only=1; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "mlp_vs_torch: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -92,16 +93,21 @@ awk -v batches="$batches" '
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
         return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
-    { secs[$1, $2] = secs[$1, $2] " " $3; acc[$1, $2] += $4; cnt[$1, $2]++ }
+    { secs[$1, $2] = secs[$1, $2] " " $3; acc[$1, $2] += $4; cnt[$1, $2]++
+      if ($1 == "dlcore") last_d[$2] = $3
+      else if (last_d[$2] > 0) { r = $3 / last_d[$2]; ratios[$2] = ratios[$2] " " r
+          if (!($2 in lo) || r < lo[$2]) lo[$2] = r; if (!($2 in hi) || r > hi[$2]) hi[$2] = r } }
     END {
-        printf "%6s %12s %12s %9s %12s %12s\n", "batch", "dlcore_s", "torch_s", "speedup", "dlcore_acc", "torch_acc"
+        printf "%6s %12s %12s %9s %12s %12s   %s\n", "batch", "dlcore_s", "torch_s", "speedup", "dlcore_acc", "torch_acc",
+            "per round: median, range"
         nb = split(batches, bs, " ")
         for (k = 1; k <= nb; k++) {
             b = bs[k]; d = median(secs["dlcore", b]); t = median(secs["torch", b])
-            printf "%6s %12s %12s %9s %12s %12s\n", b,
+            printf "%6s %12s %12s %9s %12s %12s   %s\n", b,
                 d < 0 ? "-" : sprintf("%.2f", d), t < 0 ? "-" : sprintf("%.2f", t),
                 (d > 0 && t > 0) ? sprintf("%.2fx", t / d) : "-",
                 cnt["dlcore", b] ? sprintf("%.4f", acc["dlcore", b] / cnt["dlcore", b]) : "-",
-                cnt["torch", b] ? sprintf("%.4f", acc["torch", b] / cnt["torch", b]) : "-"
+                cnt["torch", b] ? sprintf("%.4f", acc["torch", b] / cnt["torch", b]) : "-",
+                (b in lo) ? sprintf("%.2fx, %.2f-%.2fx", median(ratios[b]), lo[b], hi[b]) : "-"
         }
     }' "$results"
