@@ -281,7 +281,9 @@ typedef struct dl_dataset {
     int owned;
 } dl_dataset;
 
-/* Allocates x and y for n samples of the given per-sample shape (zeros fill). */
+/* Allocates x and y for n samples of the given per-sample shape (zeros fill). On Linux
+   with the default allocator, x asks for transparent huge pages: training reads it in
+   shuffled rows, and 4 KiB pages made nearly every row a TLB miss. */
 DLDEF int  dl_dataset_alloc(dl_dataset *ds, int n, int ndim, const int *shape, int y_size);
 DLDEF void dl_dataset_free(dl_dataset *ds);
 
