@@ -703,17 +703,24 @@ static void dl__edge_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, c
     inst[nr == 8 * (v + 1)][v][(mr - 1) / 2](k, a, rsa, csa, b, sb, c, ldc, alpha, beta, mr, nr);
 }
 
+/* The first and last line of each row of a C tile (width floats), asked for before a
+   full-tile k loop so that the tile arrives while it runs. */
+DL__INLINE_ALWAYS void dl__prefetch_c_tile(const float *c, ptrdiff_t ldc, int rows, int width)
+{
+    int i;
+    for (i = 0; i < rows; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + width - 1), _MM_HINT_T0);
+    }
+}
+
 /* The full tile is the edge kernel's 6-row, 2-vector, full-column instance (below);
    only the C prefetch is its own. */
 DL__TARGET("avx2,fma")
 static void dl__ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
                          float *c, ptrdiff_t ldc, float alpha, float beta)
 {
-    int i;
-    for (i = 0; i < DL__AVX2_MR; i++) { /* the C tile arrives while the k loop runs */
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
-    }
+    dl__prefetch_c_tile(c, ldc, DL__AVX2_MR, DL__AVX2_NR);
     dl__edge256_body(6, 2, 1, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, 6, 16);
 }
 
@@ -776,11 +783,7 @@ DL__TARGET("avx512f")
 static void dl__ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
                            float *c, ptrdiff_t ldc, float alpha, float beta)
 {
-    int i;
-    for (i = 0; i < DL__AVX512_MR; i++) { /* the C tile arrives while the k loop runs */
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
-    }
+    dl__prefetch_c_tile(c, ldc, DL__AVX512_MR, DL__AVX512_NR);
     dl__edge512_body(12, 2, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, 12, (__mmask16)0xffff,
                      (__mmask16)0xffff);
 }
