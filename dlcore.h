@@ -1772,6 +1772,19 @@ static void dl__scale_c(int m, int n, float beta, float *c, int ldc)
    1.6x, 2048^3 1.96x: waking the pool and splitting costs ~20-40 us. */
 #define DL__PAR_MIN_FLOPS 1.0e7
 
+/* Does op(A) op(B) take the small-N path of section 1.6 (single thread, n small)? */
+static int dl__small_n(int ta, int m, int n, int k)
+{
+#ifdef DL__X86
+    if (2.0 * m * n * k >= DL__PAR_MIN_FLOPS) return 0;
+    if (dl__isa_cur == DL__ISA_AVX512) return n <= (ta ? DL__SN_MAX_N : DL__SN_MAX_N_PACKED);
+    if (dl__isa_cur == DL__ISA_AVX2) return n <= DL__SN2_MAX_N;
+#else
+    (void)ta; (void)m; (void)n; (void)k;
+#endif
+    return 0;
+}
+
 /* The job filled in by the caller (m, n, k > 0, alpha != 0) on the pool. */
 static void dl__gemm_run(dl__gemm_job *g)
 {
@@ -1780,9 +1793,8 @@ static void dl__gemm_run(dl__gemm_job *g)
     if (2.0 * g->m * g->n * g->k < DL__PAR_MIN_FLOPS) {
         nt = 1;
 #ifdef DL__X86
-        if (!g->epi && dl__isa_cur == DL__ISA_AVX512 &&
-            g->n <= (g->ta ? DL__SN_MAX_N : DL__SN_MAX_N_PACKED) && dl__smalln_avx512(g)) return;
-        if (!g->epi && dl__isa_cur == DL__ISA_AVX2 && g->n <= DL__SN2_MAX_N && dl__smalln_avx2(g)) return;
+        if (!g->epi && dl__small_n(g->ta, g->m, g->n, g->k) &&
+            (dl__isa_cur == DL__ISA_AVX512 ? dl__smalln_avx512(g) : dl__smalln_avx2(g))) return;
 #endif
     }
     /* split the larger dimension in whole tiles, so no task gets a ragged middle */
@@ -1824,7 +1836,10 @@ DLDEF void dl_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
 
 /* op(A) op(B) handed to epi band by band instead of stored (see dl__gemm_job). When k
    exceeds the ISA's KC, a band would hold partial sums, so the product goes to
-   `scratch` (m x n, row-major) first and epi gets it in one piece. */
+   `scratch` (m x n, row-major) first and epi gets it in one piece. So does a product
+   that the small-N path computes: a 10-class output layer's weight gradient
+   ((128,10,128) TN) took 3.4 us through 12x16 edge tiles, ~1 us through that path
+   (per training step at batch 128, Zen 5), and its 1280 weights are L1-sized. */
 static void dl__sgemm_epi(int trans_a, int trans_b, int m, int n, int k, float alpha,
                           const float *a, int lda, const float *b, int ldb, float *scratch,
                           dl__gemm_epi_fn epi, void *ctx)
@@ -1832,7 +1847,7 @@ static void dl__sgemm_epi(int trans_a, int trans_b, int m, int n, int k, float a
     dl__gemm_job g;
     if (m <= 0 || n <= 0) return;
     dl__init();
-    if (k <= 0 || alpha == 0.0f || k > dl__isa_table[dl__isa_cur].kc) {
+    if (k <= 0 || alpha == 0.0f || k > dl__isa_table[dl__isa_cur].kc || dl__small_n(trans_a, m, n, k)) {
         dl_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 0.0f, scratch, n);
         epi(ctx, scratch, n, 0, 0, m, n);
         return;
@@ -2016,14 +2031,56 @@ static void dl__adam(float *w, float *m, float *v, const float *g, size_t n, con
     }
 }
 
-/* ReLU forward and backward. Written as compares and masks because a branch on
-   the sign of an activation is mispredicted half the time: as plain C with a
-   ternary it cost ~10 cycles per element. SSE2 is the x86-64 baseline. */
+/* ReLU forward and backward, and the dropout mask's gradient. Written as compares
+   and masks because a branch on the sign of an activation is mispredicted half the
+   time: as plain C with a ternary it cost ~10 cycles per element. SSE2 is the x86-64
+   baseline; AVX-512 does 16 at once. acc = 0 overwrites dx (its first writer in a
+   pass: no zeroing pass before), acc = 1 adds to it. */
+#ifdef DL__X86
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push /* g++'s false alarm on its own intrinsics, as for Adam */
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+DL__TARGET("avx512f") static size_t dl__relu_fwd_avx512(const float *x, float *y, size_t n)
+{
+    const __m512 z = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_max_ps(_mm512_loadu_ps(x + i), z));
+    return i;
+}
+
+DL__TARGET("avx512f") static size_t dl__relu_bwd_avx512(const float *x, const float *dy, float *dx, size_t n, int acc)
+{
+    const __m512 z = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 keep = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), z, _CMP_GT_OQ),
+                                          _mm512_loadu_ps(dy + i));
+        _mm512_storeu_ps(dx + i, acc ? _mm512_add_ps(_mm512_loadu_ps(dx + i), keep) : keep);
+    }
+    return i;
+}
+
+DL__TARGET("avx512f") static size_t dl__mask_grad_avx512(float *dx, const float *dy, const float *mask, size_t n, int acc)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 p = _mm512_mul_ps(_mm512_loadu_ps(dy + i), _mm512_loadu_ps(mask + i));
+        _mm512_storeu_ps(dx + i, acc ? _mm512_add_ps(_mm512_loadu_ps(dx + i), p) : p);
+    }
+    return i;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
 static void dl__relu_fwd(const float *x, float *y, size_t n)
 {
     size_t i = 0;
 #if defined(DL__X86)
     const __m128 z = _mm_setzero_ps();
+    if (dl__isa_cur == DL__ISA_AVX512) i = dl__relu_fwd_avx512(x, y, n);
     for (; i + 4 <= n; i += 4) _mm_storeu_ps(y + i, _mm_max_ps(_mm_loadu_ps(x + i), z));
 #elif defined(DL__NEON)
     const float32x4_t z = vdupq_n_f32(0.0f);
@@ -2032,24 +2089,137 @@ static void dl__relu_fwd(const float *x, float *y, size_t n)
     for (; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static void dl__relu_bwd(const float *x, const float *dy, float *dx, size_t n)
+static void dl__relu_bwd(const float *x, const float *dy, float *dx, size_t n, int acc)
 {
     size_t i = 0;
 #if defined(DL__X86)
     const __m128 z = _mm_setzero_ps();
+    if (dl__isa_cur == DL__ISA_AVX512) i = dl__relu_bwd_avx512(x, dy, dx, n, acc);
     for (; i + 4 <= n; i += 4) {
         __m128 keep = _mm_and_ps(_mm_loadu_ps(dy + i), _mm_cmpgt_ps(_mm_loadu_ps(x + i), z));
-        _mm_storeu_ps(dx + i, _mm_add_ps(_mm_loadu_ps(dx + i), keep));
+        _mm_storeu_ps(dx + i, acc ? _mm_add_ps(_mm_loadu_ps(dx + i), keep) : keep);
     }
 #elif defined(DL__NEON)
     const float32x4_t z = vdupq_n_f32(0.0f);
     for (; i + 4 <= n; i += 4) {
         uint32x4_t pos = vcgtq_f32(vld1q_f32(x + i), z);
         float32x4_t keep = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(vld1q_f32(dy + i)), pos));
-        vst1q_f32(dx + i, vaddq_f32(vld1q_f32(dx + i), keep));
+        vst1q_f32(dx + i, acc ? vaddq_f32(vld1q_f32(dx + i), keep) : keep);
     }
 #endif
-    for (; i < n; i++) dx[i] += dy[i] * (float)(x[i] > 0.0f);
+    for (; i < n; i++) {
+        float keep = x[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = acc ? dx[i] + keep : keep;
+    }
+}
+
+/* The compiler leaves this loop scalar (for all it knows dx overlaps dy), hence by hand. */
+static void dl__mask_grad(float *dx, const float *dy, const float *mask, size_t len, int acc)
+{
+    size_t i = 0;
+#if defined(DL__X86) && defined(__x86_64__)
+    if (dl__isa_cur == DL__ISA_AVX512) i = dl__mask_grad_avx512(dx, dy, mask, len, acc);
+    for (; i + 4 <= len; i += 4) {
+        __m128 p = _mm_mul_ps(_mm_loadu_ps(dy + i), _mm_loadu_ps(mask + i));
+        _mm_storeu_ps(dx + i, acc ? _mm_add_ps(_mm_loadu_ps(dx + i), p) : p);
+    }
+#endif
+    for (; i < len; i++) dx[i] = acc ? dx[i] + dy[i] * mask[i] : dy[i] * mask[i];
+}
+
+/* Softmax cross-entropy over rows of logits z (rows x cols, labels already checked):
+   pr gets exp(z - max) / sum per row, and the result is the sum over rows of
+   logsumexp(z) - z[label], accumulated in double. One exp per logit serves both the
+   sum and the probability. With 10 classes, libm's expf (a call per logit) and the
+   max loop's mispredicted branches made this ~5 us of a ~320 us training step at
+   batch 128, so AVX-512 takes a row 16 logits at a time with its own exp. */
+static double dl__ce_rows_scalar(const float *z, const float *lab, float *pr, size_t rows, int cols)
+{
+    double s = 0.0;
+    size_t r;
+    for (r = 0; r < rows; r++) {
+        const float *zr = z + r * (size_t)cols;
+        float *p = pr + r * (size_t)cols, mx = zr[0], sum = 0.0f, inv;
+        int j;
+        for (j = 1; j < cols; j++) if (zr[j] > mx) mx = zr[j];
+        for (j = 0; j < cols; j++) sum += p[j] = expf(zr[j] - mx);
+        s += (double)(mx + logf(sum) - zr[(int)lab[r]]);
+        inv = 1.0f / sum;
+        for (j = 0; j < cols; j++) p[j] *= inv;
+    }
+    return s;
+}
+
+#ifdef DL__X86
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push /* as above */
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+/* e^x for x <= 0 (or NaN): x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts,
+   so n ln2 is exact for every n whose result does not underflow anyway), e^r by its
+   Taylor series to r^7 (truncation below 1e-8 relative), times 2^n by scalef, which
+   also rounds a result under FLT_MIN to a denormal or 0. e^x is 0 in float below
+   -104; the clamp keeps n finite there, and keeps a NaN (max returns its second
+   operand when one is NaN). */
+DL__TARGET("avx512f") DL__INLINE_ALWAYS __m512 dl__exp_avx512(__m512 x)
+{
+    const __m512 ln2_hi = _mm512_set1_ps(0.693145751953125f), ln2_lo = _mm512_set1_ps(1.428606820309417e-6f);
+    __m512 n, r, p;
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(n, ln2_lo, _mm512_fnmadd_ps(n, ln2_hi, x));
+    p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 5040.0f), r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+#define DL__TAIL16(left) ((__mmask16)((left) >= 16 ? 0xffff : (1u << (left)) - 1u))
+DL__TARGET("avx512f") static double dl__ce_rows_avx512(const float *z, const float *lab, float *pr, size_t rows, int cols)
+{
+    double s = 0.0;
+    size_t r;
+    for (r = 0; r < rows; r++) {
+        const float *zr = z + r * (size_t)cols;
+        float *p = pr + r * (size_t)cols, mx, sum;
+        __m512 vmx = _mm512_set1_ps(-INFINITY), vs = _mm512_setzero_ps(), bmx, inv;
+        int j;
+        for (j = 0; j < cols; j += 16)
+            vmx = _mm512_mask_max_ps(vmx, DL__TAIL16(cols - j), vmx, _mm512_maskz_loadu_ps(DL__TAIL16(cols - j), zr + j));
+        mx = _mm512_reduce_max_ps(vmx);
+        bmx = _mm512_set1_ps(mx);
+        for (j = 0; j < cols; j += 16) {
+            __mmask16 mk = DL__TAIL16(cols - j);
+            __m512 e = _mm512_maskz_mov_ps(mk, dl__exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, zr + j), bmx)));
+            _mm512_mask_storeu_ps(p + j, mk, e);
+            vs = _mm512_add_ps(vs, e);
+        }
+        sum = _mm512_reduce_add_ps(vs);
+        s += (double)(mx + logf(sum) - zr[(int)lab[r]]);
+        inv = _mm512_set1_ps(1.0f / sum);
+        for (j = 0; j < cols; j += 16) {
+            __mmask16 mk = DL__TAIL16(cols - j);
+            _mm512_mask_storeu_ps(p + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + j), inv));
+        }
+    }
+    return s;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+static double dl__ce_rows(const float *z, const float *lab, float *pr, size_t rows, int cols)
+{
+#ifdef DL__X86
+    if (dl__isa_cur == DL__ISA_AVX512) return dl__ce_rows_avx512(z, lab, pr, rows, cols);
+#endif
+    return dl__ce_rows_scalar(z, lab, pr, rows, cols);
 }
 
 /* ==== 2-3. Tensors, graph, autograd, optimizers ==================================== */
@@ -2421,10 +2591,10 @@ static void dl__bwd_unary(dl_graph *g, dl__node *n)
     float *dx, alpha = n->fparam;
     size_t i, len = dl__numel(n);
     if (!xn->needs_grad) return;
+    if (n->op == DL__OP_RELU) { dl__relu_bwd(x, dy, xn->grad, len, dl__grad_beta(xn) != 0.0f); return; }
     dx = dl__grad_acc(xn);
     /* Masks as arithmetic, not branches: the signs of activations are random. */
     switch (n->op) {
-    case DL__OP_RELU:       dl__relu_bwd(x, dy, dx, len); break;
     case DL__OP_LEAKY_RELU: for (i = 0; i < len; i++) dx[i] += dy[i] * (x[i] > 0.0f ? 1.0f : alpha); break;
     case DL__OP_SIGMOID:    for (i = 0; i < len; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]); break;
     case DL__OP_TANH:       for (i = 0; i < len; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]); break;
@@ -2595,20 +2765,6 @@ static int dl__fwd_dropout(dl_graph *g, dl__node *n)
     return DL_OK;
 }
 
-/* dx = dy * mask, or dx += dy * mask. SSE2 on x86-64: the compiler leaves the loop
-   scalar, since for all it knows dx overlaps dy. */
-static void dl__mask_grad(float *dx, const float *dy, const float *mask, size_t len, int acc)
-{
-    size_t i = 0;
-#if defined(DL__X86) && defined(__x86_64__)
-    for (; i + 4 <= len; i += 4) {
-        __m128 p = _mm_mul_ps(_mm_loadu_ps(dy + i), _mm_loadu_ps(mask + i));
-        _mm_storeu_ps(dx + i, acc ? _mm_add_ps(_mm_loadu_ps(dx + i), p) : p);
-    }
-#endif
-    for (; i < len; i++) dx[i] = acc ? dx[i] + dy[i] * mask[i] : dy[i] * mask[i];
-}
-
 static void dl__bwd_dropout(dl_graph *g, dl__node *n)
 {
     dl__node *xn = dl__in(g, n, 0);
@@ -2707,44 +2863,39 @@ static size_t dl__aux_sparse_ce(const dl_graph *g, const dl__node *n)
     return dl__numel_at(&g->nodes[n->in[0]], g->max_batch);
 }
 
-/* Mean over rows of logsumexp(z) - z[label]; softmax probabilities are kept in
-   the scratch buffer because backward is (p - onehot) / rows. One exp per logit:
-   exp(z - max) serves both the sum and, scaled by 1/sum, the probability. */
+/* Mean over rows of logsumexp(z) - z[label] (section 1.8); the softmax probabilities
+   are kept in the scratch buffer because backward is (p - onehot) / rows. */
 static int dl__fwd_sparse_ce(dl_graph *g, dl__node *n)
 {
     dl__node *p = dl__in(g, n, 0), *t = dl__in(g, n, 1);
-    int cols = dl__last_dim(p), j;
+    int cols = dl__last_dim(p);
     size_t r, rows = dl__numel(p) / (size_t)cols;
-    double s = 0.0;
     for (r = 0; r < rows; r++) {
-        const float *z = p->val + r * cols;
-        float *pr = n->aux + r * cols, mx = z[0], sum = 0.0f, inv, lf = t->val[r];
+        float lf = t->val[r];
         int label = (int)lf;
         if (!(lf >= 0.0f) || (float)label != lf || label >= cols)
             return dl__error("sparse_ce: label %g of row %zu is not a class in [0, %d)", (double)lf, r, cols);
-        for (j = 1; j < cols; j++) if (z[j] > mx) mx = z[j];
-        for (j = 0; j < cols; j++) sum += pr[j] = expf(z[j] - mx);
-        s += (double)(mx + logf(sum) - z[label]);
-        inv = 1.0f / sum;
-        for (j = 0; j < cols; j++) pr[j] *= inv;
     }
-    n->val[0] = (float)(s / (double)rows);
+    n->val[0] = (float)(dl__ce_rows(p->val, t->val, n->aux, rows, cols) / (double)rows);
     return DL_OK;
 }
 
 static void dl__bwd_sparse_ce(dl_graph *g, dl__node *n)
 {
     dl__node *p = dl__in(g, n, 0), *t = dl__in(g, n, 1);
-    int cols = dl__last_dim(p), j;
+    int cols = dl__last_dim(p), j, acc;
     size_t r, rows = dl__numel(p) / (size_t)cols;
     float s = n->grad[0] / (float)rows;
     if (!p->needs_grad) return;
-    dl__grad_acc(p);
+    acc = dl__grad_beta(p) != 0.0f; /* the first writer overwrites: no zeroing pass */
     for (r = 0; r < rows; r++) {
         float *dz = p->grad + r * cols;
         const float *pr = n->aux + r * cols;
         int label = (int)t->val[r];
-        for (j = 0; j < cols; j++) dz[j] += s * (pr[j] - (j == label ? 1.0f : 0.0f));
+        for (j = 0; j < cols; j++) {
+            float d = s * (pr[j] - (j == label ? 1.0f : 0.0f));
+            dz[j] = acc ? dz[j] + d : d;
+        }
     }
 }
 

@@ -568,6 +568,103 @@ DL_TEST(dropout_mask_is_the_same_on_every_isa)
     DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
 }
 
+/* The softmax cross-entropy rows (section 1.8) of every ISA against the same sums in
+   double: probabilities and the loss, for widths around the 16-lane vectors, logits
+   far apart (probabilities down in the denormals and below), all equal, and -inf;
+   a NaN logit must give a NaN loss (the training loop stops on it). */
+DL_TEST(softmax_ce_rows_of_every_isa_match_double_sums)
+{
+    static const int widths[] = { 1, 2, 3, 10, 15, 16, 17, 32, 33, 100 };
+    static float z[8 * 100], lab[8], pr[8 * 100];
+    dl_rng r;
+    int isa, wi, tried = 0;
+    dl_rng_seed(&r, 11);
+    for (isa = 0; isa < DL__ISA_COUNT; isa++) {
+        if (dl_set_isa(dl__isa_table[isa].name) != DL_OK) continue;
+        tried++;
+        for (wi = 0; wi < (int)(sizeof widths / sizeof widths[0]); wi++) {
+            const int cols = widths[wi], rows = 8;
+            double want = 0.0, got, worst = 0.0;
+            int i, j;
+            for (i = 0; i < rows; i++) {
+                for (j = 0; j < cols; j++) {
+                    float *zi = &z[i * cols + j];
+                    switch (i) {
+                    case 0: *zi = 3.0f; break;                                  /* all equal */
+                    case 1: *zi = j % 2 ? -1000.0f : 1000.0f; break;            /* e^-2000 = 0 */
+                    case 2: *zi = -(float)(j * 97 % 113); break;               /* e^-87..-112 */
+                    case 3: *zi = j == cols / 2 && cols > 1 ? -INFINITY : dl_rng_normal(&r); break;
+                    default: *zi = (float)(i * 5) * dl_rng_normal(&r); break;
+                    }
+                }
+                lab[i] = (float)((i * 7) % cols);
+                if (i == 3 && cols > 1 && (int)lab[i] == cols / 2) lab[i] = (float)((cols / 2 + 1) % cols);
+            }
+            got = dl__ce_rows(z, lab, pr, (size_t)rows, cols);
+            for (i = 0; i < rows; i++) {
+                const float *zi = z + i * cols;
+                double mx = zi[0], sum = 0.0;
+                for (j = 1; j < cols; j++) if (zi[j] > mx) mx = zi[j];
+                for (j = 0; j < cols; j++) sum += exp((double)zi[j] - mx);
+                want += mx + log(sum) - zi[(int)lab[i]];
+                for (j = 0; j < cols; j++) {
+                    double p = exp((double)zi[j] - mx) / sum;
+                    /* relative, with a floor at the denormals' spacing, over what
+                       rounding z - max to float already costs (half an ulp of it) */
+                    double e = fabs((double)pr[i * cols + j] - p) / (p + 1e-38) / (1.0 + 0.5 * fabs((double)zi[j] - mx));
+                    if (e > worst) worst = e;
+                }
+            }
+            if (!(worst < 1e-6) || !(fabs(got - want) <= 1e-6 * fabs(want) + 1e-6))
+                DL_FAILF("isa %s, %d classes: worst probability error %g, loss sum %.9g (want %.9g)",
+                         dl__isa_table[isa].name, cols, worst, got, want);
+            z[cols - 1] = NAN;
+            DL_CHECK(isnan(dl__ce_rows(z, lab, pr, 1, cols)));
+            z[cols - 1] = 0.0f;
+            z[0] = NAN;
+            DL_CHECK(isnan(dl__ce_rows(z, lab, pr, 1, cols)));
+        }
+    }
+    DL_CHECK(tried >= 1);
+    DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
+}
+
+/* The elementwise gradient kernels of every ISA, overwriting (a pass's first writer)
+   and accumulating, against plain loops; the results are exact, so bit for bit.
+   The length leaves a tail after every vector width. */
+DL_TEST(relu_and_mask_gradients_of_every_isa_are_exact)
+{
+    enum { N = 1000 + 13 };
+    static float x[N], dy[N], mask[N], dx[N], want[N], y[N];
+    dl_rng r;
+    int isa, acc, i, tried = 0;
+    dl_rng_seed(&r, 4);
+    for (i = 0; i < N; i++) {
+        x[i] = i % 17 == 0 ? 0.0f : dl_rng_normal(&r);
+        dy[i] = dl_rng_normal(&r);
+        mask[i] = dl_rng_uniform(&r) < 0.3f ? 0.0f : 1.25f;
+    }
+    for (isa = 0; isa < DL__ISA_COUNT; isa++) {
+        if (dl_set_isa(dl__isa_table[isa].name) != DL_OK) continue;
+        tried++;
+        dl__relu_fwd(x, y, N);
+        for (i = 0; i < N; i++) if (y[i] != (x[i] > 0.0f ? x[i] : 0.0f)) break;
+        if (i < N) DL_FAILF("isa %s: relu(x[%d] = %g) = %g", dl__isa_table[isa].name, i, (double)x[i], (double)y[i]);
+        for (acc = 0; acc < 2; acc++) {
+            for (i = 0; i < N; i++) dx[i] = want[i] = 0.5f * (float)(i % 7);
+            for (i = 0; i < N; i++) want[i] = acc ? want[i] + (x[i] > 0.0f ? dy[i] : 0.0f) : x[i] > 0.0f ? dy[i] : 0.0f;
+            dl__relu_bwd(x, dy, dx, N, acc);
+            if (memcmp(dx, want, sizeof dx) != 0) DL_FAILF("isa %s: relu backward, acc %d", dl__isa_table[isa].name, acc);
+            for (i = 0; i < N; i++) dx[i] = want[i] = 0.5f * (float)(i % 7);
+            for (i = 0; i < N; i++) want[i] = acc ? want[i] + dy[i] * mask[i] : dy[i] * mask[i];
+            dl__mask_grad(dx, dy, mask, N, acc);
+            if (memcmp(dx, want, sizeof dx) != 0) DL_FAILF("isa %s: dropout backward, acc %d", dl__isa_table[isa].name, acc);
+        }
+    }
+    DL_CHECK(tried >= 1);
+    DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
+}
+
 /* Mean and variance of an initialiser over a large parameter. */
 static void init_stats(int init, dl_shape s, double *mean, double *var, float *lo, float *hi)
 {
