@@ -65,8 +65,12 @@ int main(int argc, char **argv)
                 dir, train.shape[0], train.shape[1], train.n_classes);
         return 1;
     }
-    printf("data %s: %d train, %d test samples; isa %s, %d thread%s\n", dir, train.n, test.n, dl_isa_name(),
-           dl_get_threads(), dl_get_threads() == 1 ? "" : "s");
+    /* Pixels are k/255: as bytes they take a quarter of the memory, and the shuffled
+       batches are gathered faster; training gives the same weights either way. */
+    if (dl_dataset_pack_u8(&train) != DL_OK || dl_dataset_pack_u8(&test) != DL_OK)
+        fprintf(stderr, "mnist_mlp: keeping the pixels as floats: %s\n", dl_last_error());
+    printf("data %s: %d train, %d test samples%s; isa %s, %d thread%s\n", dir, train.n, test.n,
+           train.x8 ? " (pixels as bytes)" : "", dl_isa_name(), dl_get_threads(), dl_get_threads() == 1 ? "" : "s");
 
     m = dl_sequential(DL_SHAPE(28, 28));
     dl_model_seed(m, seed);

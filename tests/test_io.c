@@ -677,4 +677,51 @@ DL_TEST(mnist_digits_from_make_data)
     dl_dataset_free(&te);
 }
 
+/* Inputs stored as bytes read back bit for bit, through every ISA's widening kernel,
+   from the data set and from a view; values that are not k/255, a view and bad row
+   ranges are refused with the data set left as it was. */
+DL_TEST(pack_u8_stores_bytes_that_read_back_bit_for_bit)
+{
+    static const float bad[] = { 0.5f, 1.5f, -1.0f / 255.0f, -0.0f, 0.0f /* NaN, set below */ };
+    dl_dataset ds, view;
+    int shape[1] = { 37 }, i, b, isa, tried = 0;
+    float orig[5 * 37], got[5 * 37];
+    DL_CHECK_EQ_INT(dl_dataset_alloc(&ds, 5, 1, shape, 1), DL_OK);
+    for (i = 0; i < 5 * 37; i++) orig[i] = ds.x[i] = (float)((i * 37 + 11) % 256) * (1.0f / 255.0f);
+    orig[3] = ds.x[3] = 1.0f;
+    DL_CHECK_EQ_INT(dl_dataset_split(&ds, 1, 2, &view), DL_OK);
+    DL_CHECK_EQ_INT(dl_dataset_pack_u8(&view), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "view");
+    DL_CHECK_EQ_INT(dl_dataset_pack_u8(&ds), DL_OK);
+    DL_CHECK(ds.x == NULL && ds.x8 != NULL && ds.x8[3] == 255);
+    DL_CHECK_EQ_INT(dl_dataset_pack_u8(&ds), DL_ERR);          /* already bytes */
+    for (isa = 0; isa < DL__ISA_COUNT; isa++) {
+        if (dl_set_isa(dl__isa_table[isa].name) != DL_OK) continue;
+        tried++;
+        memset(got, 0xff, sizeof got);
+        DL_CHECK_EQ_INT(dl_dataset_get_x(&ds, 0, 5, got), DL_OK);
+        if (memcmp(got, orig, sizeof orig) != 0) DL_FAILF("isa %s: unpacked inputs differ", dl__isa_table[isa].name);
+        DL_CHECK_EQ_INT(dl_dataset_split(&ds, 2, 3, &view), DL_OK);
+        DL_CHECK(view.x == NULL && view.x8 == ds.x8 + 2 * 37);
+        DL_CHECK_EQ_INT(dl_dataset_get_x(&view, 1, 2, got), DL_OK);
+        DL_CHECK(memcmp(got, orig + 3 * 37, 2 * 37 * sizeof(float)) == 0);
+    }
+    DL_CHECK(tried >= 1);
+    DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
+    DL_CHECK_EQ_INT(dl_dataset_get_x(&ds, 4, 2, got), DL_ERR);
+    DL_CHECK_STR_CONTAINS(dl_last_error(), "outside a data set of 5 samples");
+    dl_dataset_free(&ds);
+    DL_CHECK(ds.x8 == NULL);
+    for (b = 0; b < 5; b++) {
+        DL_CHECK_EQ_INT(dl_dataset_alloc(&ds, 5, 1, shape, 1), DL_OK);
+        for (i = 0; i < 5 * 37; i++) ds.x[i] = orig[i];
+        ds.x[2 * 37 + 5] = b == 4 ? NAN : bad[b];
+        memcpy(got, ds.x, sizeof got);
+        DL_CHECK_EQ_INT(dl_dataset_pack_u8(&ds), DL_ERR);
+        DL_CHECK_STR_CONTAINS(dl_last_error(), "of sample 2 (index 5) is not k/255");
+        DL_CHECK(ds.x8 == NULL && ds.x != NULL && memcmp(got, ds.x, sizeof got) == 0);
+        dl_dataset_free(&ds);
+    }
+}
+
 DL_TEST_MAIN()

@@ -104,6 +104,44 @@ DL_TEST(same_seed_gives_bit_identical_weights)
     dl_dataset_free(&d);
 }
 
+/* The same data as floats and as bytes (dl_dataset_pack_u8) train to the same bits:
+   shuffled batches, a validation split and a partial last batch, then evaluation. */
+DL_TEST(fit_on_packed_bytes_gives_the_same_weights_as_on_floats)
+{
+    dl_dataset f, b;
+    dl_model *mf = mlp(5, dl_adam(1e-2f)), *mb = mlp(5, dl_adam(1e-2f));
+    dl_fit_opts o = quiet(3, 32);
+    dl_metrics tf, tb;
+    const dl_history_row *hf, *hb;
+    int i, p;
+    blobs(&f, 430, 6);
+    blobs(&b, 430, 6);
+    for (i = 0; i < 430 * 8; i++) {  /* inputs squashed to k/255, the same in both */
+        float v = 0.5f + 0.25f * f.x[i];
+        int k = (int)(255.0f * (v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v) + 0.5f);
+        f.x[i] = b.x[i] = (float)k * (1.0f / 255.0f);
+    }
+    DL_CHECK_EQ_INT(dl_dataset_pack_u8(&b), DL_OK);
+    o.validation_split = 0.2f;
+    DL_CHECK_EQ_INT(dl_fit(mf, &f, &o), DL_OK);
+    DL_CHECK_EQ_INT(dl_fit(mb, &b, &o), DL_OK);
+    for (p = 0; p < 4; p++) {
+        dl_tensor wf = dl_node_value(dl_model_graph(mf), dl_graph_param(dl_model_graph(mf), p));
+        dl_tensor wb = dl_node_value(dl_model_graph(mb), dl_graph_param(dl_model_graph(mb), p));
+        if (memcmp(wf.data, wb.data, dl_shape_numel(wf.shape) * sizeof(float)) != 0) DL_FAILF("parameter %d differs", p);
+    }
+    DL_CHECK_EQ_INT(dl_history(mf, &hf), 3);
+    DL_CHECK_EQ_INT(dl_history(mb, &hb), 3);
+    if (!(hf[2].loss == hb[2].loss && hf[2].val_loss == hb[2].val_loss && hf[2].accuracy > 0.5f))
+        DL_FAILF("last epoch: loss %g / %g, val_loss %g / %g, accuracy %g", (double)hf[2].loss, (double)hb[2].loss,
+                 (double)hf[2].val_loss, (double)hb[2].val_loss, (double)hf[2].accuracy);
+    DL_CHECK_EQ_INT(dl_evaluate(mf, &f, &tf), DL_OK);
+    DL_CHECK_EQ_INT(dl_evaluate(mb, &b, &tb), DL_OK);
+    DL_CHECK(tf.loss == tb.loss && tf.accuracy == tb.accuracy);
+    dl_model_free(mf); dl_model_free(mb);
+    dl_dataset_free(&f); dl_dataset_free(&b);
+}
+
 DL_TEST(fit_allocates_nothing_per_step_or_epoch)
 {
     /* Same data, 1 epoch vs 4 epochs with a validation split and a partial last
