@@ -9,7 +9,7 @@ line as build/mnist_mlp:
     test_accuracy <f> test_loss <f> train_seconds <f>
 train_seconds covers the training epochs only, not loading or evaluation.
 
-Usage: /usr/bin/python3 bench/peers/torch_mlp.py --data DIR --batch 32 --epochs 5 --seed 0
+Usage: /usr/bin/python3 bench/peers/torch_mlp.py --data DIR --batch 32 --epochs 5 --seed 0 [--pixels float|u8]
 Pin it for timings: OMP_NUM_THREADS=1 taskset -c 0 ...
 """
 import argparse
@@ -52,12 +52,15 @@ def find_idx(directory, stem):
     raise FileNotFoundError(f'{directory}: no {stem} or {stem}.gz')
 
 
-def load_split(directory, prefix):
+def load_split(directory, prefix, pixels='float'):
     images = read_idx(find_idx(directory, f'{prefix}-images-idx3-ubyte'))
     labels = read_idx(find_idx(directory, f'{prefix}-labels-idx1-ubyte'))
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f'{directory}: {prefix}: {images.shape[0]} images, {labels.shape[0]} labels')
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, 28, 28)
+    if pixels == 'u8':  # kept as bytes, scaled per batch (see as_float)
+        x = torch.from_numpy(images.copy()).reshape(-1, 28, 28)
+    else:
+        x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, 28, 28)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
 
@@ -72,6 +75,11 @@ def keras_mlp():
     )
 
 
+def as_float(x):
+    """A batch of pixels as float32 in [0, 1], whichever way they are stored."""
+    return x if x.dtype == torch.float32 else x.float().mul_(1.0 / 255.0)
+
+
 def train(model, x, y, batch, epochs, generator):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -83,7 +91,7 @@ def train(model, x, y, batch, epochs, generator):
         for start in range(0, x.shape[0], batch):
             idx = order[start:start + batch]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]), y[idx])
+            loss = loss_fn(model(as_float(x[idx])), y[idx])
             loss.backward()
             opt.step()
             total += loss.item() * idx.shape[0]
@@ -95,7 +103,7 @@ def train(model, x, y, batch, epochs, generator):
 def evaluate(model, x, y):
     model.eval()
     with torch.no_grad():
-        logits = model(x)
+        logits = model(as_float(x))
         loss = torch.nn.functional.cross_entropy(logits, y).item()
         acc = (logits.argmax(1) == y).double().mean().item()
     return acc, loss
@@ -108,13 +116,16 @@ def main():
     ap.add_argument('--epochs', type=int, default=5)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--pixels', choices=('float', 'u8'), default='float',
+                    help='keep the training images as float32 (default: the fastest here) '
+                         'or as bytes scaled per batch')
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    xtr, ytr = load_split(args.data, 'train')
-    xte, yte = load_split(args.data, 't10k')
+    xtr, ytr = load_split(args.data, 'train', args.pixels)
+    xte, yte = load_split(args.data, 't10k', args.pixels)
     model = keras_mlp()
 
     t0 = time.perf_counter()
