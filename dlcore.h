@@ -406,6 +406,8 @@ typedef struct dl_fit_opts {
     int   progress;          /* DL_PROGRESS_*: AUTO = a bar on a terminal, lines otherwise */
     FILE *out;               /* where progress goes (NULL = stdout) */
     const char *csv_log;     /* epoch,loss,accuracy,val_loss,val_accuracy,seconds */
+    int   profile;           /* 1: after training, print to `out` where a step's time went:
+                                batch gather, each node's forward and backward, the updates */
 } dl_fit_opts;
 
 /* Per-epoch figures of the last dl_fit (NaN where not applicable). */
@@ -472,6 +474,7 @@ DLDEF dl_graph *dl_model_graph(dl_model *m);
 #include <stdarg.h>
 #include <math.h>
 #include <assert.h>
+#include <time.h>
 
 #if !defined(DLCORE_MALLOC) && !defined(DLCORE_FREE) && !defined(DLCORE_REALLOC)
 #define DL__DEFAULT_MALLOC 1
@@ -2410,6 +2413,7 @@ typedef struct dl__node {
     int      fusable;         /* dl_graph_step: updated inside the backward pass */
     unsigned fused_pass;      /* the pass in which that happened */
     int      wanted;          /* dl__forward: the target depends on it */
+    double   t_fwd, t_bwd;    /* seconds in forward / backward while the graph profiles */
     char     name[48];
 } dl__node;
 
@@ -2427,6 +2431,8 @@ struct dl_graph {
     uint64_t  dropout_ctr;
     dl_rng    rng;
     const struct dl__step *fuse; /* dl_graph_step's update, during its backward pass */
+    int       profile;        /* dl_fit's profile: time each node (dl__node.t_fwd/t_bwd) */
+    double    t_update;       /* seconds in dl_graph_step's updates after the pass */
 };
 
 /* One record per op: how to infer the shape, how much scratch it needs, how to
@@ -3336,6 +3342,24 @@ DLDEF void dl_graph_set_training(dl_graph *g, int training) { if (g) g->training
 /* Nodes 0..upto; with wanted_only, just those `upto` depends on. Training and
    evaluation need the loss alone, not the probabilities a model's output node
    computes beside it. Inputs come before their users, so one pass down marks them. */
+/* Seconds from a monotonic clock, for dl_fit's epoch times and its profile. */
+static double dl__now(void)
+{
+#if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#elif defined(_WIN32)
+    /* clock() there is coarse (1 ms at best); the performance counter is monotonic and finer. */
+    LARGE_INTEGER t, f;
+    QueryPerformanceCounter(&t);
+    QueryPerformanceFrequency(&f);
+    return (double)t.QuadPart / (double)f.QuadPart;
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
+
 static int dl__forward(dl_graph *g, int upto, int wanted_only)
 {
     int i, j;
@@ -3351,7 +3375,11 @@ static int dl__forward(dl_graph *g, int upto, int wanted_only)
     }
     for (i = 0; i <= upto; i++) {
         dl__node *n = &g->nodes[i];
-        if (n->wanted && dl__ops[n->op].forward && dl__ops[n->op].forward(g, n) != DL_OK) return DL_ERR;
+        if (n->wanted && dl__ops[n->op].forward) {
+            double t0 = g->profile ? dl__now() : 0.0;
+            if (dl__ops[n->op].forward(g, n) != DL_OK) return DL_ERR;
+            if (g->profile) n->t_fwd += dl__now() - t0;
+        }
     }
     return DL_OK;
 }
@@ -3385,7 +3413,13 @@ DLDEF int dl_backward(dl_graph *g, int loss)
         if (!n->needs_grad || n->touched != g->pass || !dl__ops[n->op].backward) continue;
         for (j = 0; j < n->n_in; j++)
             if (n->in[j] != DL_NONE && g->nodes[n->in[j]].needs_grad) dl__touch_grad(g, &g->nodes[n->in[j]]);
-        dl__ops[n->op].backward(g, n);
+        if (g->profile) {
+            double t0 = dl__now();
+            dl__ops[n->op].backward(g, n);
+            n->t_bwd += dl__now() - t0;
+        } else {
+            dl__ops[n->op].backward(g, n);
+        }
     }
     /* An op that had no gradient to give an input (labels, say) left it fresh. */
     for (i = 0; i <= loss; i++)
@@ -3643,10 +3677,14 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
     i = dl_backward(g, loss);
     g->fuse = NULL;
     if (i != DL_OK) return DL_ERR;
-    if (o->clip_norm > 0.0f) st.scale = dl__clip_scale(g, o);
-    for (i = 0; i < g->n_params; i++) {
-        dl__node *p = &g->nodes[g->params[i]];
-        if (p->fused_pass != g->pass) dl__update_param(g, p, &st);
+    {
+        double t0 = g->profile ? dl__now() : 0.0;
+        if (o->clip_norm > 0.0f) st.scale = dl__clip_scale(g, o);
+        for (i = 0; i < g->n_params; i++) {
+            dl__node *p = &g->nodes[g->params[i]];
+            if (p->fused_pass != g->pass) dl__update_param(g, p, &st);
+        }
+        if (g->profile) g->t_update += dl__now() - t0;
     }
     g->opt_t = st.t;
     return DL_OK;
@@ -4548,7 +4586,6 @@ int fileno(FILE *stream);   /* POSIX; declared here in case <stdio.h> came first
 #else
 #define DL__ISATTY(f) 0
 #endif
-#include <time.h>
 
 struct dl_model {
     dl_shape     input;
@@ -4563,6 +4600,8 @@ struct dl_model {
     int          out_size, n_classes;
     dl_history_row *history;
     int          n_history;
+    double       t_gather, t_steps;   /* dl_fit's profile: seconds gathering batches, in steps */
+    long         n_steps;
 };
 
 static dl_layer dl__layer(int kind)
@@ -4867,23 +4906,6 @@ static int dl__eval(dl_model *m, const dl_dataset *d, float *loss, float *acc, i
     return DL_OK;
 }
 
-static double dl__now(void)
-{
-#if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#elif defined(_WIN32)
-    /* clock() there is coarse (1 ms at best); the performance counter is monotonic and finer. */
-    LARGE_INTEGER t, f;
-    QueryPerformanceCounter(&t);
-    QueryPerformanceFrequency(&f);
-    return (double)t.QuadPart / (double)f.QuadPart;
-#else
-    return (double)clock() / CLOCKS_PER_SEC;
-#endif
-}
-
 static void dl__progress_bar(FILE *out, int epoch, int epochs, int step, int steps, double loss, double acc)
 {
     int filled = steps ? 30 * step / steps : 30, i;
@@ -4920,7 +4942,9 @@ static int dl__train_epoch(dl_model *m, const dl_dataset *train, int *perm, int 
     for (first = 0; first < n; first += bs, step++) {
         int cur = n - first < bs ? n - first : bs;
         float l;
+        double t0 = m->g->profile ? dl__now() : 0.0;
         dl__load_batch(m, train, perm, first, cur);
+        if (m->g->profile) m->t_gather += dl__now() - t0;
         if (dl__forward(m->g, m->loss, 1) != DL_OK) return DL_ERR;
         l = dl_node_value(m->g, m->loss).data[0];
         if (!isfinite(l))
@@ -4930,6 +4954,7 @@ static int dl__train_epoch(dl_model *m, const dl_dataset *train, int *perm, int 
         seen += cur;
         correct += dl__count_correct(m, cur, NULL);
         if (dl_graph_step(m->g, m->loss, &m->opt, m->epochs_done) != DL_OK) return DL_ERR;
+        if (m->g->profile) { m->t_steps += dl__now() - t0; m->n_steps++; }
         if (bar && 100 * (step + 1) / steps != shown) {
             shown = 100 * (step + 1) / steps;
             dl__progress_bar(out, epoch + 1, epochs, step + 1, steps, sum / seen,
@@ -4939,6 +4964,38 @@ static int dl__train_epoch(dl_model *m, const dl_dataset *train, int *perm, int 
     row->loss = (float)(sum / seen);
     row->accuracy = m->loss_kind == DL_LOSS_MSE ? NAN : (float)((double)correct / ((double)seen * per));
     return DL_OK;
+}
+
+/* dl_fit's profile. Timing each node costs two clock reads (~50 ns), so only a
+   profiled run pays it. The validation pass after each epoch is not counted. */
+static void dl__profile_reset(dl_model *m)
+{
+    int i;
+    for (i = 0; i < m->g->n; i++) m->g->nodes[i].t_fwd = m->g->nodes[i].t_bwd = 0.0;
+    m->g->t_update = 0.0;
+    m->t_gather = m->t_steps = 0.0;
+    m->n_steps = 0;
+    m->g->profile = 1;
+}
+
+static void dl__profile_print(const dl_model *m, FILE *out)
+{
+    const dl_graph *g = m->g;
+    double per = m->n_steps ? 1e6 / (double)m->n_steps : 0.0, rest = m->t_steps - m->t_gather - g->t_update;
+    int i;
+    fprintf(out, "profile: %ld training steps, %.1f us each (microseconds per step below)\n",
+            m->n_steps, m->t_steps * per);
+    fprintf(out, "  %-28s %9s %9s\n", "part", "forward", "backward");
+    fprintf(out, "  %-28s %9.1f\n", "batch gather", m->t_gather * per);
+    for (i = 0; i < g->n; i++) {
+        const dl__node *n = &g->nodes[i];
+        if (n->t_fwd <= 0.0 && n->t_bwd <= 0.0) continue;
+        fprintf(out, "  %-28s %9.1f %9.1f\n", n->name, n->t_fwd * per, n->t_bwd * per);
+        rest -= n->t_fwd + n->t_bwd;
+    }
+    fprintf(out, "  %-28s %9s %9.1f\n", "updates after the pass", "", g->t_update * per);
+    fprintf(out, "  %-28s %9.1f\n", "the rest", rest * per);
+    fprintf(out, "  (a weight whose Adam step runs inside its gradient GEMM is timed in its node's backward)\n");
 }
 
 DLDEF int dl_fit(dl_model *m, const dl_dataset *data, const dl_fit_opts *opts)
@@ -4983,13 +5040,19 @@ DLDEF int dl_fit(dl_model *m, const dl_dataset *data, const dl_fit_opts *opts)
     /* Shuffling draws from its own stream so dropout masks do not depend on it. */
     dl_rng_seed(&rng, m->seed ^ 0x5deece66dULL ^ (uint64_t)m->epochs_done);
     m->n_history = 0;
+    if (o.profile) dl__profile_reset(m);
     for (e = 0; e < epochs && rc == DL_OK; e++) {
         dl_history_row row;
         double t0 = dl__now();
         row.val_loss = row.val_accuracy = NAN;
         if (!o.no_shuffle) dl_rng_shuffle(&rng, perm, train.n);
         rc = dl__train_epoch(m, &train, perm, train.n, bs, e, epochs, bar, out, &row);
-        if (rc == DL_OK && valp) rc = dl__eval(m, valp, &row.val_loss, &row.val_accuracy, NULL);
+        if (rc == DL_OK && valp) { /* not part of the profile */
+            int prof = m->g->profile;
+            m->g->profile = 0;
+            rc = dl__eval(m, valp, &row.val_loss, &row.val_accuracy, NULL);
+            m->g->profile = prof;
+        }
         if (rc != DL_OK) break;
         row.seconds = (float)(dl__now() - t0);
         m->epochs_done++;
@@ -5006,6 +5069,10 @@ DLDEF int dl_fit(dl_model *m, const dl_dataset *data, const dl_fit_opts *opts)
     }
     if (csv) fclose(csv);
     DLCORE_FREE(perm);
+    if (o.profile) {
+        m->g->profile = 0;
+        if (rc == DL_OK) dl__profile_print(m, out);
+    }
     return rc;
 }
 

@@ -4,7 +4,7 @@
    split, optionally saves the model and a CSV log.
 
    usage: mnist_mlp [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
-                    [--threads N] [--save FILE] [--log FILE.csv] [--quiet]
+                    [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet]
    --threads 0 (the default) uses every core.
    The last line of standard output is always
    "test_accuracy <f> test_loss <f> train_seconds <f>". */
@@ -22,14 +22,14 @@ static double now(void)
 static int usage(const char *why)
 {
     fprintf(stderr, "mnist_mlp: %s\nusage: mnist_mlp [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]"
-                    " [--threads N] [--save FILE] [--log FILE.csv] [--quiet]\n", why);
+                    " [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet]\n", why);
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     const char *dir = "data/fashion-mnist", *save = NULL, *log = NULL;
-    int epochs = 5, batch = 32, threads = 0, quiet = 0, i;
+    int epochs = 5, batch = 32, threads = 0, quiet = 0, profile = 0, i;
     unsigned long seed = 0;
     float lr = 1e-3f;
     dl_dataset train, test;
@@ -41,6 +41,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
+        if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!v) return usage("missing value after an option");
         if (!strcmp(a, "--data")) dir = v;
         else if (!strcmp(a, "--save")) save = v;
@@ -86,6 +87,7 @@ int main(int argc, char **argv)
     fo.batch = batch;
     fo.csv_log = log;
     fo.progress = quiet ? DL_PROGRESS_NONE : DL_PROGRESS_AUTO;
+    fo.profile = profile;
     t0 = now();
     if (dl_fit(m, &train, &fo) != DL_OK) { fprintf(stderr, "mnist_mlp: %s\n", dl_last_error()); return 1; }
     secs = now() - t0;

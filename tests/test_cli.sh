@@ -40,6 +40,7 @@ done
 
 # Model files: a real one, then damaged copies.
 expect_ok   "mnist_mlp: tiny run saves a model" "test_accuracy" $B/mnist_mlp --data "$tmp/tiny" --epochs 1 --batch 2 --quiet --save "$tmp/m.dlc"
+expect_ok   "mnist_mlp: --profile prints the step profile" "profile: 10 training steps" $B/mnist_mlp --data "$tmp/tiny" --epochs 1 --batch 2 --quiet --profile
 expect_ok   "dlc_inspect: reads it back"   "dense_2.b" $B/dlc_inspect "$tmp/m.dlc"
 head -c 100 "$tmp/m.dlc" >"$tmp/cut.dlc"
 expect_fail "dlc_inspect: truncated model"  "cut.dlc: the header says" $B/dlc_inspect "$tmp/cut.dlc"

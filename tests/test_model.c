@@ -402,6 +402,60 @@ DL_TEST(validation_split_and_csv_log)
     dl_dataset_free(&d);
 }
 
+/* dl_fit's profile: one line per node that ran, a step count that leaves out the
+   validation pass, parts that add up to the whole, nothing when not asked for, and
+   the same weights either way. */
+DL_TEST(fit_profile_reports_where_the_step_time_goes)
+{
+    dl_dataset d, val;
+    dl_model *a = mlp(4, dl_adam(1e-2f)), *b = mlp(4, dl_adam(1e-2f));
+    dl_fit_opts o = quiet(2, 32);
+    dl_tensor wa, wb;
+    char line[256];
+    long steps = -1;
+    double total = -1.0, sum = 0.0, rest = -1.0, v1, v2;
+    int dense = 0, parts = 0, profiles = 0;
+    FILE *f = tmpfile();
+    blobs(&d, 264, 9);                  /* 9 steps per epoch */
+    blobs(&val, 3000, 10);              /* a validation pass far longer than the steps */
+    o.validation = &val;
+    o.out = f;
+    DL_CHECK(f != NULL);
+    if (!f) return;
+    o.profile = 1;
+    DL_CHECK_EQ_INT(dl_fit(a, &d, &o), DL_OK);
+    o.profile = 0;
+    DL_CHECK_EQ_INT(dl_fit(b, &d, &o), DL_OK);
+    rewind(f);
+    while (fgets(line, sizeof line, f)) {
+        char name[64];
+        if (sscanf(line, "profile: %ld training steps, %lf us each", &steps, &total) == 2) { profiles++; continue; }
+        if (sscanf(line, " batch gather %lf", &v1) == 1) { sum += v1; parts++; continue; }
+        if (sscanf(line, " updates after the pass %lf", &v1) == 1) { sum += v1; parts++; continue; }
+        if (sscanf(line, " the rest %lf", &rest) == 1) { sum += rest; parts++; continue; }
+        if (sscanf(line, " %63s %lf %lf", name, &v1, &v2) == 3) {
+            DL_CHECK(v1 >= 0.0 && v2 >= 0.0);
+            if (!strncmp(name, "dense", 5)) dense++;
+            sum += v1 + v2;
+            parts++;
+        }
+    }
+    fclose(f);
+    DL_CHECK_EQ_INT(profiles, 1);         /* the second fit did not profile */
+    DL_CHECK_EQ_INT((int)steps, 2 * 9);
+    DL_CHECK(rest >= -0.05);               /* nodes timed outside the steps (validation) make it < 0 */
+    DL_CHECK_EQ_INT(dense, 2);
+    DL_CHECK(parts >= 7);
+    if (!(total > 0.0 && fabs(sum - total) <= 0.01 * total + 0.05 * parts)) /* each printed to 0.1 */
+        DL_FAILF("parts add up to %g us, the step took %g", sum, total);
+    wa = dl_node_value(dl_model_graph(a), dl_graph_param(dl_model_graph(a), 0));
+    wb = dl_node_value(dl_model_graph(b), dl_graph_param(dl_model_graph(b), 0));
+    DL_CHECK(memcmp(wa.data, wb.data, 8 * 16 * sizeof(float)) == 0);
+    dl_model_free(a); dl_model_free(b);
+    dl_dataset_free(&d);
+    dl_dataset_free(&val);
+}
+
 DL_TEST(binary_classifier_with_sigmoid_output)
 {
     dl_dataset d;
