@@ -571,6 +571,16 @@ extern "C" {
 #define DL__TARGET(s)
 #define DL__LIKELY(x) (x)
 #endif
+/* g++ 12 at -O2 reports the _mm512_undefined_ps() idiom inside its own AVX-512 and AVX2
+   intrinsics (shuffles, max, widening, shifts) as "may be used uninitialized"; the
+   warning is false, so the kernels that use them sit between these two. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define DL__GXX_UNINIT_OFF _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define DL__GXX_UNINIT_ON _Pragma("GCC diagnostic pop")
+#else
+#define DL__GXX_UNINIT_OFF
+#define DL__GXX_UNINIT_ON
+#endif
 
 /* Scalar reference SGEMM: the loop order keeps the innermost loop unit-stride
    over C and B rows for the common NN case. */
@@ -1428,13 +1438,8 @@ static void dl__gemm_block(const dl__gemm_job *g, int m0, int m1, int n0, int n1
    (32,10,128) NN 0.76 -> 1.04, (128,10,32) TN 0.81 -> 1.37. Tried and dropped: the
    pack as 8x8 ymm transposes (1.1x slower), k chunks of 16-64 (no overlap gained). */
 #ifdef DL__X86
-/* g++ 12 at -O2 reports the _mm512_undefined_ps() inside the shuffle intrinsics as
-   "may be used uninitialized" (a false positive in its own header; the masked forms
-   that avoid it ran 1.25x slower). */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+/* (The masked shuffle forms that would avoid g++'s false warning ran 1.25x slower.) */
+DL__GXX_UNINIT_OFF
 /* Transposing a row-major A costs about what 3-4 columns of product do (256x256: 6 us of
    pack vs 20-26 us), so with op(A) = A only n <= 12 gains over 12x16 tiles that use
    n/16 of each vector ((256,n,256) NN: n = 12 1.04x, n = 14 0.93x, n = 16 0.85x); A^T
@@ -1755,9 +1760,7 @@ static int dl__smalln_avx2(const dl__gemm_job *g)
     }
     return 1;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DL__GXX_UNINIT_ON
 #endif /* DL__X86 */
 
 /* One thread's share: a band of columns (or rows) rounded to whole tiles. */
@@ -1979,12 +1982,7 @@ DL__TARGET("avx2,fma") static void dl__adam_avx2(float *w, float *m, float *v, c
     dl__adam_scalar(w, m, v, g, i, n, k);
 }
 
-/* g++ 12 reports its own AVX-512 intrinsics' undefined-vector idiom as
-   "may be used uninitialized"; the warning is false. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+DL__GXX_UNINIT_OFF
 DL__TARGET("avx512f") static void dl__adam_avx512(float *w, float *m, float *v, const float *g, size_t n, const dl__adam_k *k)
 {
     dl__adam_c c = dl__adam_fold(k);
@@ -2008,9 +2006,7 @@ DL__TARGET("avx512f") static void dl__adam_avx512(float *w, float *m, float *v, 
     }
     dl__adam_scalar(w, m, v, g, i, n, k);
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DL__GXX_UNINIT_ON
 #endif
 
 #ifdef DL__NEON
@@ -2056,10 +2052,7 @@ static void dl__adam(float *w, float *m, float *v, const float *g, size_t n, con
    baseline; AVX-512 does 16 at once. acc = 0 overwrites dx (its first writer in a
    pass: no zeroing pass before), acc = 1 adds to it. */
 #ifdef DL__X86
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push /* g++'s false alarm on its own intrinsics, as for Adam */
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+DL__GXX_UNINIT_OFF
 DL__TARGET("avx512f") static size_t dl__relu_fwd_avx512(const float *x, float *y, size_t n)
 {
     const __m512 z = _mm512_setzero_ps();
@@ -2089,9 +2082,7 @@ DL__TARGET("avx512f") static size_t dl__mask_grad_avx512(float *dx, const float 
     }
     return i;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DL__GXX_UNINIT_ON
 #endif
 
 static void dl__relu_fwd(const float *x, float *y, size_t n)
@@ -2170,10 +2161,7 @@ static double dl__ce_rows_scalar(const float *z, const float *lab, float *pr, si
 }
 
 #ifdef DL__X86
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push /* as above */
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+DL__GXX_UNINIT_OFF
 /* e^x for x <= 0 (or NaN): x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts,
    so n ln2 is exact for every n whose result does not underflow anyway), e^r by its
    Taylor series to r^7 (truncation below 1e-8 relative), times 2^n by scalef, which
@@ -2228,9 +2216,7 @@ DL__TARGET("avx512f") static double dl__ce_rows_avx512(const float *z, const flo
     }
     return s;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DL__GXX_UNINIT_ON
 #endif
 
 static double dl__ce_rows(const float *z, const float *lab, float *pr, size_t rows, int cols)
@@ -2251,10 +2237,7 @@ static void dl__u8_scalar(const unsigned char *src, float *dst, size_t i, size_t
 }
 
 #ifdef DL__X86
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push /* g++'s false alarm on its own intrinsics, as for Adam */
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+DL__GXX_UNINIT_OFF
 DL__TARGET("avx2") static size_t dl__u8_avx2(const unsigned char *src, float *dst, size_t n)
 {
     const __m256 s = _mm256_set1_ps(1.0f / 255.0f);
@@ -2274,9 +2257,7 @@ DL__TARGET("avx512f") static size_t dl__u8_avx512(const unsigned char *src, floa
             _mm_loadu_si128((const __m128i *)(src + i)))), s));
     return i;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DL__GXX_UNINIT_ON
 #endif
 
 #ifdef DL__NEON
@@ -2770,12 +2751,8 @@ static void dl__dropout_mask4(uint64_t h, uint32_t cut, uint32_t keep_bits, floa
 /* AVX-512: eight hashes, 32 mask entries, per step. vpmullq (DQ) forms the 64-bit
    products of dl__mix64 exactly, and the 32 16-bit fields of the eight hashes are
    mask entries 0..31 in order, so one unsigned compare (BW) gives the same bits as the
-   scalar and SSE2 paths. Entries done (a multiple of 32); z advances past their hashes.
-   g++ 12 flags the undefined-vector idiom inside _mm512_srli_epi64 (see dl__adam_avx512). */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+   scalar and SSE2 paths. Entries done (a multiple of 32); z advances past their hashes. */
+DL__GXX_UNINIT_OFF
 DL__TARGET("avx512f,avx512bw,avx512dq")
 static size_t dl__dropout_avx512(const float *x, float *y, float *mask, size_t len, uint64_t *z,
                                  uint64_t golden, uint32_t cut, float keep)
@@ -2807,9 +2784,7 @@ static size_t dl__dropout_avx512(const float *x, float *y, float *mask, size_t l
     *z += (uint64_t)(i / 4) * golden;
     return i;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DL__GXX_UNINIT_ON
 #endif
 
 static int dl__fwd_dropout(dl_graph *g, dl__node *n)
