@@ -756,6 +756,7 @@ static void dl__ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
       Per k step 2 loads + 12 broadcasts feed 24 FMAs, well under the load ports. */
 #define DL__AVX512_MR 12
 #define DL__AVX512_NR 32
+#define DL__C_PF_AHEAD 16   /* the full tile asks for C this many k steps before its end */
 /* -- AVX-512 edge tiles: any mr <= 12 rows and nr <= 32 columns, straight into C.
       Columns are covered by mask registers (masked loads never fault past the end of
       a row, so an unpacked B is read in place too), and the row count is rounded up
@@ -775,9 +776,9 @@ static void dl__ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
     DL__E512_STORE1(c + i * ldc, c##i##_0, m0);                                          \
     if (V > 1) DL__E512_STORE1(c + i * ldc + 16, c##i##_1, m1); }
 DL__TARGET("avx512f") DL__INLINE_ALWAYS
-void dl__edge512_body(const int R, const int V, int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
-                      const float *b, ptrdiff_t sb, float *c, ptrdiff_t ldc, float alpha,
-                      float beta, int mr, __mmask16 m0, __mmask16 m1)
+void dl__edge512_body(const int R, const int V, const int PF, int k, const float *a, ptrdiff_t rsa,
+                      ptrdiff_t csa, const float *b, ptrdiff_t sb, float *c, ptrdiff_t ldc,
+                      float alpha, float beta, int mr, __mmask16 m0, __mmask16 m1)
 {
     __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0,
            c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0,
@@ -785,9 +786,10 @@ void dl__edge512_body(const int R, const int V, int k, const float *a, ptrdiff_t
            c8_1 = c0_0, c9_0 = c0_0, c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0,
            c11_1 = c0_0;
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    int p;
+    int p, p_c = k > DL__C_PF_AHEAD ? k - DL__C_PF_AHEAD : 0;
     for (p = 0; p < k; p++, a += csa, b += sb) {
         __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = b0, t;
+        if (PF && p == p_c) dl__prefetch_c_tile(c, ldc, R, 16 * V);
         if (V > 1) b1 = _mm512_maskz_loadu_ps(m1, b + 16);
         DL__E512_ROW(0) DL__E512_ROW(1) DL__E512_ROW(2) DL__E512_ROW(3)
         DL__E512_ROW(4) DL__E512_ROW(5) DL__E512_ROW(6) DL__E512_ROW(7)
@@ -801,19 +803,32 @@ void dl__edge512_body(const int R, const int V, int k, const float *a, ptrdiff_t
 DL__TARGET("avx512f") static void dl__edge512_##R##x##V(int k, const float *a, ptrdiff_t rsa, \
     ptrdiff_t csa, const float *b, ptrdiff_t sb, float *c, ptrdiff_t ldc, float alpha,   \
     float beta, int mr, __mmask16 m0, __mmask16 m1)                                      \
-{ dl__edge512_body(R, V, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, mr, m0, m1); }
+{ dl__edge512_body(R, V, 0, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, mr, m0, m1); }
 DL__E512_INST(4, 1) DL__E512_INST(8, 1) DL__E512_INST(12, 1)
 DL__E512_INST(4, 2) DL__E512_INST(8, 2) DL__E512_INST(12, 2)
 
 /* The full tile is the edge kernel's 12-row, 2-vector instance with all-ones masks
-   (above); only the C prefetch is its own. */
+   (above), plus two things of its own:
+   - The C tile is prefetched DL__C_PF_AHEAD k steps before the end, not at the start:
+     asked for at the start, its 24 lines came into L1 only to be pushed out again by the
+     32 KiB of B that stream through during the tile. Zen 5, 2048^3, medians of
+     interleaved runs against the start prefetch: 1.01-1.05x (the most when the host was
+     noisy); 1024^3 and the MLP shapes within the noise, none slower. The AVX2 tile
+     (half the FMA rate, so more time per line of B) measured no change and keeps its
+     prefetch at the start.
+   - rsa == 1 (packed A, or A^T read in place) gets its own instance, where the 12 row
+     offsets are constants: with rsa a variable they took 11 registers and, short of
+     registers, three reloads from the stack per k step (2048^3: 1.01x). */
 DL__TARGET("avx512f")
 static void dl__ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t sb,
                            float *c, ptrdiff_t ldc, float alpha, float beta)
 {
-    dl__prefetch_c_tile(c, ldc, DL__AVX512_MR, DL__AVX512_NR);
-    dl__edge512_body(12, 2, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, 12, (__mmask16)0xffff,
-                     (__mmask16)0xffff);
+    if (rsa == 1)
+        dl__edge512_body(12, 2, 1, k, a, 1, csa, b, sb, c, ldc, alpha, beta, 12, (__mmask16)0xffff,
+                         (__mmask16)0xffff);
+    else
+        dl__edge512_body(12, 2, 1, k, a, rsa, csa, b, sb, c, ldc, alpha, beta, 12,
+                         (__mmask16)0xffff, (__mmask16)0xffff);
 }
 
 DL__TARGET("avx512f")
