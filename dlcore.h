@@ -902,8 +902,9 @@ static void dl__ukr_neon(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
    Numbers for Zen 4 (L1d 32 KiB, L2 1 MiB per core, L3 32 MiB shared):
      avx512 12x32: KC = 16K/48 = 341 -> 320 (multiple of 16 for the loops), NC = 512K/1280
                    = 409 -> 384 (12 x NR), MC = 4M/1280 -> 3072 (256 x MR).
-   Zen 5 (L1d 48 KiB) can also hold the B micro-panel a tile reads, (12 + 32) * KC * 4 B
-   <= 48 KiB -> KC = 256, and measured best with it (the table's avx512 row says so).
+   Zen 5 (L1d 48 KiB) can hold the A micro-panel together with the B micro-panel a tile
+   streams past it, (12 + 32) * KC * 4 B <= 48 KiB -> KC = 256, and measured best with
+   it (the table's avx512 row says so).
      avx2    6x16: KC = 16K/24 -> 512,  NC = 512K/2048 = 256,  MC = 4M/2048 -> 2046 (6 x 341).
    The table is fixed per ISA rather than read from sysconf/cpuid at run time: KC sets
    the summation order, so a fixed table makes an ISA give the same bits on every
@@ -934,10 +935,11 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
        256/256 and 384/168 all measured 70-76 GFLOP/s, inside the noise of the shared VM,
        so one row serves both generations. */
     { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 256, 2046, 1, dl__ukr_avx2, dl__edge_avx2, 2 },
-    /* KC = 256: the 12 x KC A micro-panel (12 KiB) and the KC x 32 B micro-panel it meets
-       (32 KiB) both stay in Zen 5's 48 KiB L1d from one tile to the next; with KC = 512
-       (24 + 64 KiB) each tile streamed both from L2. NC = 256 makes the KC x NC B block
-       256 KiB, a quarter of L2; MC = 3072 (3 MiB of packed A) streams from L3.
+    /* KC = 256: the 12 x KC A micro-panel (12 KiB) stays in Zen 5's 48 KiB L1d for the
+       NC / NR tiles that reuse it, beside the KC x 32 B micro-panel (32 KiB) each tile
+       streams through; with KC = 512 (24 + 64 KiB) the stream pushed A out, and each
+       tile read both from L2. NC = 256 makes the KC x NC B block 256 KiB, a quarter of
+       L2; MC = 3072 (3 MiB of packed A) streams from L3.
        Zen 5, OpenBLAS's AVX-512 kernels in the same run, 1024^3 / 2048^3: KC/NC 256/256
        0.95-0.98x / 0.95-0.97x over 4 runs, 512/256 0.92-0.98x / 0.90-0.96x, 512/128 and
        256/128 between the two, KC >= 768 down to 0.82x at 2048^3; the MLP shapes and the
