@@ -890,22 +890,28 @@ static void dl__ukr_neon(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
 #endif /* DL__NEON */
 
 /* ==== 1.2 ISA table and block sizes ======================================================
-   Loop nest (section 1.5), in the row-major view where A is broadcast and B is the vector
+   Loop nest (section 1.6), in the row-major view where A is broadcast and B is the vector
    operand:  for MC rows { for KC { pack A block; for NC cols { pack B block;
                  for MR rows { for NR cols { microkernel } } } } }
-   - one A micro-panel (MR x KC) stays in L1 while the NR loop streams B micro-panels past
-     it:  MR*KC*4 B <= ~L1/2  (leaves room for the streamed B and C lines);
-   - the packed B block (KC x NC) stays in L2 and is reused by every A micro-panel:
-     KC*NC*4 B <= ~L2/2;
-   - the packed A block (MC x KC) is reused by every B block of the row band and lives
-     in L3: MC*KC*4 B <= a few MiB (a core's fair share of a shared L3).
-   Numbers for Zen 4 (L1d 32 KiB, L2 1 MiB per core, L3 32 MiB shared):
-     avx512 12x32: KC = 16K/48 = 341 -> 320 (multiple of 16 for the loops), NC = 512K/1280
-                   = 409 -> 384 (12 x NR), MC = 4M/1280 -> 3072 (256 x MR).
-   Zen 5 (L1d 48 KiB) can hold the A micro-panel together with the B micro-panel a tile
-   streams past it, (12 + 32) * KC * 4 B <= 48 KiB -> KC = 256, and measured best with
-   it (the table's avx512 row says so).
-     avx2    6x16: KC = 16K/24 -> 512,  NC = 512K/2048 = 256,  MC = 4M/2048 -> 2046 (6 x 341).
+   What each block size pays for, on a big GEMM:
+   - KC: every pass over K reads and writes all of C, so K / KC passes of C traffic (at
+     2048^3 with KC = 256: 8 x 32 MiB). Larger is better until the A micro-panel
+     (MR x KC) stops fitting in L1 beside the B micro-panel each tile streams past it:
+     then A is re-read from L2 by every tile, which costs little (AVX-512, KC = 512: 24 KiB
+     of A per 6144-cycle tile against 64 KiB of B).
+   - NC: the packed A block (MC x KC, megabytes) lives in L3, and the whole of it is
+     streamed again for every NC block of columns; each A micro-panel comes from L3
+     once per NC / NR tiles (32 AVX-512 tiles at NC = 1024), which is where a tile
+     waits on memory most, so fewer, wider column blocks win.
+   - The B block (KC x NC) then outgrows L2, so part of each B micro-panel comes from
+     L3: at KC = 512 a tile reads 64 KiB of B in 6144 cycles, ~11 bytes a cycle of a
+     contiguous stream, and measured no slower than an L2-sized B block (below).
+   - MC: the A block is packed once per KC pass and reused by every B block: MC*KC*4 B
+     <= a few MiB (a core's share of a shared L3): 3072 x 512 x 4 = 6 MiB.
+   The textbook rule (A micro-panel in L1, B block in half of L2) gives KC = 256-320,
+   NC = 256-384 on Zen 4/5; on Zen 5 those ran 5-8% slower at 2048^3 than 512/1024, and
+   ~18% slower under a streaming load on the other core (the table's avx512 row has
+   the figures). The AVX2 row (6 x 16 tiles) took the same KC and NC on measurement.
    The table is fixed per ISA rather than read from sysconf/cpuid at run time: KC sets
    the summation order, so a fixed table makes an ISA give the same bits on every
    machine; cache sizes inside one ISA class vary little (32-48 KiB L1d, 1-2 MiB L2);
@@ -931,25 +937,26 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
     /* scalar 4x8: L1 panel 4*256*4 = 4 KiB, B block 256x256 = 256 KiB */
     { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 1, dl__ukr_scalar, NULL, 0 },
 #ifdef DL__X86
-    /* Zen 3 (L2 512 KiB, so this B block fills it): at 2048^3 KC/NC = 512/256, 512/128,
-       256/256 and 384/168 all measured 70-76 GFLOP/s, inside the noise of the shared VM,
-       so one row serves both generations. */
-    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 256, 2046, 1, dl__ukr_avx2, dl__edge_avx2, 2 },
-    /* KC = 256: the 12 x KC A micro-panel (12 KiB) stays in Zen 5's 48 KiB L1d for the
-       NC / NR tiles that reuse it, beside the KC x 32 B micro-panel (32 KiB) each tile
-       streams through; with KC = 512 (24 + 64 KiB) the stream pushed A out, and each
-       tile read both from L2. NC = 256 makes the KC x NC B block 256 KiB, a quarter of
-       L2; MC = 3072 (3 MiB of packed A) streams from L3.
-       Zen 5, OpenBLAS's AVX-512 kernels in the same run, 1024^3 / 2048^3: KC/NC 256/256
-       0.95-0.98x / 0.95-0.97x over 4 runs, 512/256 0.92-0.98x / 0.90-0.96x, 512/128 and
-       256/128 between the two, KC >= 768 down to 0.82x at 2048^3; the MLP shapes and the
-       MNIST training time did not move. On Zen 4 (32 KiB L1d, double-pumped FMA) a sweep
-       of KC 256..512, NC 192..768, MC 192..3072 found every KC >= 256 with NC >= 256
-       within 1-2% of each other, MC = 192 or NC = 192 5-25% behind. */
-    { "avx512", DL__AVX512_MR, DL__AVX512_NR, 256, 256, 3072, 1, dl__ukr_avx512, dl__edge_avx512, 4 },
+    /* Zen 5, AVX2 forced, against OpenBLAS's AVX2 (Haswell) kernels in the same run:
+       NC 256 -> 1024 made 2048^3 1.03-1.04x and 1024^3 1.035x faster, the MLP shapes
+       unchanged. Earlier, on Zen 3 (L2 512 KiB), KC/NC = 512/256, 512/128, 256/256 and
+       384/168 all measured 70-76 GFLOP/s at 2048^3, inside that VM's noise. */
+    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 1024, 2046, 1, dl__ukr_avx2, dl__edge_avx2, 2 },
+    /* Zen 5, interleaved with OpenBLAS's AVX-512 kernels in one process, 2048^3:
+       KC/NC 512/1024 against the earlier 256/256: 1.05-1.08x on a quiet host,
+       1.12-1.19x on a busy one, 1.18x with a 64 MiB streaming loop on the other core,
+       1.09-1.23x on 2 threads (busy host); against 512/384 1.08x, 512/512 1.05x;
+       512/2048 and 768/1024 the same. 1024^3, 512^3 and the MLP shapes (k = 784 now
+       runs 2 KC passes instead of 4) within the noise, the MNIST training step
+       unchanged. MC = 1536 or 768 measured no better.
+       Before the C prefetch moved to the end of the tile (section 1.1), KC = 512 had
+       measured 0.92-0.98x of 256 with NC = 256. On Zen 4 (32 KiB L1d, double-pumped
+       FMA) a sweep of KC 256..512, NC 192..768, MC 192..3072 found every KC >= 256 with
+       NC >= 256 within 1-2% of each other, MC = 192 or NC = 192 5-25% behind. */
+    { "avx512", DL__AVX512_MR, DL__AVX512_NR, 512, 1024, 3072, 1, dl__ukr_avx512, dl__edge_avx512, 4 },
 #else
-    { "avx2", 6, 16, 512, 256, 2046, 1, NULL, NULL, 0 },
-    { "avx512", 12, 32, 256, 256, 3072, 1, NULL, NULL, 0 },
+    { "avx2", 6, 16, 512, 1024, 2046, 1, NULL, NULL, 0 },
+    { "avx512", 12, 32, 512, 1024, 3072, 1, NULL, NULL, 0 },
 #endif
 #ifdef DL__NEON
     /* AArch64 servers/phones (L1d 32-64 KiB, L2 1 MiB on Neoverse N1/V1): KC = 16K/32
