@@ -8,6 +8,10 @@
 #   make bench-plot               $(B)/bench/gemm.json -> $(B)/bench/gemm.png
 #   make bench-mlp                MNIST MLP training: build/mnist_mlp against PyTorch, batch 32
 #                                 and 128; BENCH_MLP_ARGS='-r 3' for 3 interleaved rounds
+#   make bench-ab                 one GEMM shape, two versions of dlcore.h and OpenBLAS
+#                                 interleaved in one process: BENCH_AB_OLD (default: the
+#                                 committed dlcore.h), BENCH_AB_NEW (default: dlcore.h),
+#                                 BENCH_AB_SHAPE='NN 2048 2048 2048', BENCH_AB_ROUNDS=7
 # The benchmark code is compiled with plain -O2, as a user would: dlcore picks its
 # kernels at run time. The peer runs the kernels OpenBLAS picks for the CPU: an
 # inherited OPENBLAS_CORETYPE is dropped (named in the report) unless
@@ -26,12 +30,16 @@ BENCH_ARGS     ?= --benchmark_repetitions=5 --benchmark_min_time=0.2 \
 BENCH_MT       ?= yes
 BENCH_PY       ?= /usr/bin/python3
 BENCH_MLP_ARGS ?=
+BENCH_AB_OLD   ?=
+BENCH_AB_NEW   ?= dlcore.h
+BENCH_AB_SHAPE ?= NN 2048 2048 2048
+BENCH_AB_ROUNDS ?= 7
 BENCH_DIR       = $(B)/bench
 BENCH_BIN       = $(BENCH_DIR)/bench
 BENCH_OBJS      = $(BENCH_DIR)/harness.o \
                   $(patsubst bench/%.c,$(BENCH_DIR)/%.o,$(wildcard bench/*.c))
 
-.PHONY: deps-bench bench bench-quick bench-build bench-plot bench-mlp
+.PHONY: deps-bench bench bench-quick bench-build bench-plot bench-mlp bench-ab
 
 bench-build: $(BENCH_BIN)
 
@@ -85,3 +93,19 @@ bench-plot:
 
 bench-mlp: deps-bench $(B)/mnist_mlp
 	bench/mlp_vs_torch.sh $(BENCH_MLP_ARGS)
+
+# Each side is a whole private copy of dlcore (bench/ab/ab_side.c); the old one is
+# taken from git unless BENCH_AB_OLD names a file.
+bench-ab: deps-bench
+	@mkdir -p $(BENCH_DIR)
+	@if [ -n "$(BENCH_AB_OLD)" ]; then cp "$(BENCH_AB_OLD)" $(BENCH_DIR)/ab_old.h; \
+	 else git show HEAD:dlcore.h > $(BENCH_DIR)/ab_old.h; fi
+	@cp "$(BENCH_AB_NEW)" $(BENCH_DIR)/ab_new.h
+	$(CC) $(WARN) $(BENCH_CFLAGS) -I$(BENCH_DIR) -DAB_HEADER='"ab_old.h"' -DAB_FN=ab_gemm_old \
+	    -c bench/ab/ab_side.c -o $(BENCH_DIR)/ab_old.o
+	$(CC) $(WARN) $(BENCH_CFLAGS) -I$(BENCH_DIR) -DAB_HEADER='"ab_new.h"' -DAB_FN=ab_gemm_new \
+	    -c bench/ab/ab_side.c -o $(BENCH_DIR)/ab_new.o
+	$(CC) $(WARN) $(BENCH_CFLAGS) $(BENCH_BLAS_INC) bench/ab/ab_gemm.c $(BENCH_DIR)/ab_old.o \
+	    $(BENCH_DIR)/ab_new.o -o $(BENCH_DIR)/ab_gemm -lopenblas $(LDLIBS)
+	$(if $(filter keep,$(BENCH_OPENBLAS_CORETYPE)),,env -u OPENBLAS_CORETYPE) \
+	    $(BENCH_PIN) $(BENCH_DIR)/ab_gemm $(BENCH_AB_SHAPE) $(BENCH_AB_ROUNDS)
