@@ -812,7 +812,7 @@ DL__E512_INST(4, 2) DL__E512_INST(8, 2) DL__E512_INST(12, 2)
    - The C tile is prefetched DL__C_PF_AHEAD k steps before the end, not at the start:
      asked for at the start, its 24 lines came into L1 only to be pushed out again by the
      32 KiB of B that stream through during the tile. Zen 5, 2048^3, medians of
-     interleaved runs against the start prefetch: 1.01-1.05x (the most when the host was
+     interleaved runs (make bench-ab) against the start prefetch: 1.01-1.05x (the most when the host was
      noisy); 1024^3 and the MLP shapes within the noise, none slower. The AVX2 tile
      (half the FMA rate, so more time per line of B) measured no change and keeps its
      prefetch at the start.
@@ -937,18 +937,17 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
     /* scalar 4x8: L1 panel 4*256*4 = 4 KiB, B block 256x256 = 256 KiB */
     { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 1, dl__ukr_scalar, NULL, 0 },
 #ifdef DL__X86
-    /* Zen 5, AVX2 forced, against OpenBLAS's AVX2 (Haswell) kernels in the same run:
+    /* Zen 5, AVX2 forced, against OpenBLAS's AVX2 (Haswell) kernels (make bench-ab):
        NC 256 -> 1024 made 2048^3 1.03-1.04x and 1024^3 1.035x faster, the MLP shapes
        unchanged. Earlier, on Zen 3 (L2 512 KiB), KC/NC = 512/256, 512/128, 256/256 and
        384/168 all measured 70-76 GFLOP/s at 2048^3, inside that VM's noise. */
     { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 1024, 2046, 1, dl__ukr_avx2, dl__edge_avx2, 2 },
-    /* Zen 5, interleaved with OpenBLAS's AVX-512 kernels in one process, 2048^3:
-       KC/NC 512/1024 against the earlier 256/256: 1.05-1.08x on a quiet host,
-       1.12-1.19x on a busy one, 1.18x with a 64 MiB streaming loop on the other core,
-       1.09-1.23x on 2 threads (busy host); against 512/384 1.08x, 512/512 1.05x;
-       512/2048 and 768/1024 the same. 1024^3, 512^3 and the MLP shapes (k = 784 now
-       runs 2 KC passes instead of 4) within the noise, the MNIST training step
-       unchanged. MC = 1536 or 768 measured no better.
+    /* Zen 5, interleaved with OpenBLAS's AVX-512 kernels in one process (make bench-ab),
+       2048^3: KC/NC 512/1024 against the earlier 256/256 1.05-1.08x on a quiet host,
+       1.12-1.19x on a busy one, 1.18x with a 64 MiB streaming loop on the other core;
+       against 512/384 1.08x, 512/512 1.05x; 512/2048 and 768/1024 the same. 1024^3,
+       512^3 and the MLP shapes (k = 784 now runs 2 KC passes instead of 4) within the
+       noise, the MNIST training step unchanged. MC = 1536 or 768 measured no better.
        Before the C prefetch moved to the end of the tile (section 1.1), KC = 512 had
        measured 0.92-0.98x of 256 with NC = 256. On Zen 4 (32 KiB L1d, double-pumped
        FMA) a sweep of KC 256..512, NC 192..768, MC 192..3072 found every KC >= 256 with
