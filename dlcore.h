@@ -908,6 +908,7 @@ static void dl__ukr_neon(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
      contiguous stream, and measured no slower than an L2-sized B block (below).
    - MC: the A block is packed once per KC pass and reused by every B block: MC*KC*4 B
      <= a few MiB (a core's share of a shared L3): 3072 x 512 x 4 = 6 MiB.
+   - kc_at: the KC of a job that reads A^T in place instead of packing it (dl__job_kc).
    The textbook rule (A micro-panel in L1, B block in half of L2) gives KC = 256-320,
    NC = 256-384 on Zen 4/5; on Zen 5 those ran 5-8% slower at 2048^3 than 512/1024, and
    ~18% slower under a streaming load on the other core (the table's avx512 row has
@@ -921,6 +922,7 @@ enum { DL__ISA_SCALAR, DL__ISA_AVX2, DL__ISA_AVX512, DL__ISA_NEON, DL__ISA_COUNT
 typedef struct {
     const char *name;
     int mr, nr, kc, nc, mc;
+    int kc_at;       /* KC instead when op(A) = A^T is read in place (dl__job_kc) */
     int a_rows;      /* kernel accepts a row stride for A (reads row-major A in place) */
     dl__ukr_fn ukr;  /* NULL: not compiled into this build */
     /* optional: any mr <= MR x nr <= NR tile straight into C, reading only nr columns
@@ -935,13 +937,13 @@ typedef struct {
 
 static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
     /* scalar 4x8: L1 panel 4*256*4 = 4 KiB, B block 256x256 = 256 KiB */
-    { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 1, dl__ukr_scalar, NULL, 0 },
+    { "scalar", DL__SC_MR, DL__SC_NR, 256, 256, 1024, 256, 1, dl__ukr_scalar, NULL, 0 },
 #ifdef DL__X86
     /* Zen 5, AVX2 forced, against OpenBLAS's AVX2 (Haswell) kernels (make bench-ab):
        NC 256 -> 1024 made 2048^3 1.03-1.04x and 1024^3 1.035x faster, the MLP shapes
        unchanged. Earlier, on Zen 3 (L2 512 KiB), KC/NC = 512/256, 512/128, 256/256 and
        384/168 all measured 70-76 GFLOP/s at 2048^3, inside that VM's noise. */
-    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 1024, 2046, 1, dl__ukr_avx2, dl__edge_avx2, 2 },
+    { "avx2", DL__AVX2_MR, DL__AVX2_NR, 512, 1024, 2046, 512, 1, dl__ukr_avx2, dl__edge_avx2, 2 },
     /* Zen 5, interleaved with OpenBLAS's AVX-512 kernels in one process (make bench-ab),
        2048^3: KC/NC 512/1024 against the earlier 256/256 1.05-1.08x on a quiet host,
        1.12-1.19x on a busy one, 1.18x with a 64 MiB streaming loop on the other core;
@@ -952,18 +954,19 @@ static const dl__isa_desc dl__isa_table[DL__ISA_COUNT] = {
        measured 0.92-0.98x of 256 with NC = 256. On Zen 4 (32 KiB L1d, double-pumped
        FMA) a sweep of KC 256..512, NC 192..768, MC 192..3072 found every KC >= 256 with
        NC >= 256 within 1-2% of each other, MC = 192 or NC = 192 5-25% behind. */
-    { "avx512", DL__AVX512_MR, DL__AVX512_NR, 512, 1024, 3072, 1, dl__ukr_avx512, dl__edge_avx512, 4 },
+    { "avx512", DL__AVX512_MR, DL__AVX512_NR, 512, 1024, 3072, 256, 1, dl__ukr_avx512,
+      dl__edge_avx512, 4 },
 #else
-    { "avx2", 6, 16, 512, 1024, 2046, 1, NULL, NULL, 0 },
-    { "avx512", 12, 32, 512, 1024, 3072, 1, NULL, NULL, 0 },
+    { "avx2", 6, 16, 512, 1024, 2046, 512, 1, NULL, NULL, 0 },
+    { "avx512", 12, 32, 512, 1024, 3072, 256, 1, NULL, NULL, 0 },
 #endif
 #ifdef DL__NEON
     /* AArch64 servers/phones (L1d 32-64 KiB, L2 1 MiB on Neoverse N1/V1): KC = 16K/32
        = 512 (the 8 x KC A panel is 16 KiB, half of the smaller L1), NC = 512K/2048 = 256
        -> 240 (20 x NR); MC = 1024 (2 MiB packed A, inside a cluster's L3/SLC). */
-    { "neon", DL__NEON_MR, DL__NEON_NR, 512, 240, 1024, 0, dl__ukr_neon, NULL, 0 },
+    { "neon", DL__NEON_MR, DL__NEON_NR, 512, 240, 1024, 512, 0, dl__ukr_neon, NULL, 0 },
 #else
-    { "neon", 8, 12, 512, 240, 1024, 0, NULL, NULL, 0 },
+    { "neon", 8, 12, 512, 240, 1024, 512, 0, NULL, NULL, 0 },
 #endif
 };
 
@@ -1364,19 +1367,41 @@ typedef struct {
 /* Read A / B in place? Only for small shapes: there a packed block is reused by few
    tiles, so the copy is a visible share of the time; for big ones packing wins (no L1
    set conflicts from power-of-two strides, no TLB misses). A row-major A needs a kernel
-   that takes a row stride (d->a_rows). */
+   that takes a row stride (d->a_rows). B in place also needs the KC rows a block spans
+   to fit in half of L2: with KC = 512, (256,2048,2048) NN read a B micro-panel as 512
+   rows 8 KiB apart and ran at 0.70x of packing it (0.75x OpenBLAS; packed 0.98x). */
+#define DL__DIRECT_MAX_B_SPAN ((size_t)512 << 10)
 static int dl__direct_ok_a(const dl__gemm_job *g)
 {
     return g->n <= DL__DIRECT_MAX_N && (g->ta || g->isa->a_rows);
 }
-static int dl__direct_ok_b(const dl__gemm_job *g) { return !g->tb && g->m <= DL__DIRECT_MAX_M; }
+
+/* The job's KC. An A^T read in place hands the tile one micro-panel row per k step,
+   lda apart, so a KC of 512 makes it 512 scattered lines, which no longer stay in L1
+   from one tile to the next; packing it instead costs a strided pass of its own, more
+   than the few tiles that reuse it save. AVX-512 therefore keeps 256 there: faster than
+   512 by 1.08x and 1.15x at (1000,256,1000) TN, 1.18x and 1.23x at (2048,256,2048) TN
+   in two runs each (make bench-ab, Zen 5). A fixed function of the shape, so results
+   stay the same from run to run. */
+static int dl__job_kc(const dl__gemm_job *g)
+{
+    return g->ta && dl__direct_ok_a(g) ? g->isa->kc_at : g->isa->kc;
+}
+
+static int dl__direct_ok_b(const dl__gemm_job *g)
+{
+    int kc = dl__job_kc(g);
+    size_t rows = (size_t)(g->k < kc ? g->k : kc);
+    return !g->tb && g->m <= DL__DIRECT_MAX_M
+        && rows * (size_t)g->ldb * sizeof(float) <= DL__DIRECT_MAX_B_SPAN;
+}
 
 /* C[m0:m1, n0:n1] of the job. */
 static void dl__gemm_block(const dl__gemm_job *g, int m0, int m1, int n0, int n1)
 {
     const dl__isa_desc *d = g->isa;
     const int MR = d->mr, NR = d->nr;
-    const int KC = d->kc, NC = d->nc, MC = d->mc;
+    const int KC = dl__job_kc(g), NC = d->nc, MC = d->mc;
     int m = m1 - m0, n = n1 - n0, k = g->k;
     int mcap = m < MC ? m : MC, ncap = n < NC ? n : NC, kcap = k < KC ? k : KC;
     int direct_a = dl__direct_ok_a(g), direct_b = dl__direct_ok_b(g);
@@ -1884,8 +1909,8 @@ DLDEF void dl_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
 }
 
 /* op(A) op(B) handed to epi band by band instead of stored (see dl__gemm_job). When k
-   exceeds the ISA's KC, a band would hold partial sums, so the product goes to
-   `scratch` (m x n, row-major) first and epi gets it in one piece. So does a product
+   exceeds the job's KC (dl__job_kc), a band would hold partial sums, so the product goes
+   to `scratch` (m x n, row-major) first and epi gets it in one piece. So does a product
    that the small-N path computes: for a 10-class output layer ((128,10,128) TN) that
    path beats 12x16 edge tiles by more than the stored band costs (its 1280 weights
    are L1-sized), and the layer's backward went from 6.4 to 4.5 us per training step
@@ -1897,12 +1922,13 @@ static void dl__sgemm_epi(int trans_a, int trans_b, int m, int n, int k, float a
     dl__gemm_job g;
     if (m <= 0 || n <= 0) return;
     dl__init();
-    if (k <= 0 || alpha == 0.0f || k > dl__isa_table[dl__isa_cur].kc || dl__small_n(trans_a, m, n, k)) {
+    dl__gemm_fill(&g, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 0.0f, NULL, n);
+    g.isa = &dl__isa_table[dl__isa_cur];
+    if (k <= 0 || alpha == 0.0f || k > dl__job_kc(&g) || dl__small_n(trans_a, m, n, k)) {
         dl_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 0.0f, scratch, n);
         epi(ctx, scratch, n, 0, 0, m, n);
         return;
     }
-    dl__gemm_fill(&g, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 0.0f, NULL, n);
     g.epi = epi; g.epi_ctx = ctx;
     dl__gemm_run(&g);
 }

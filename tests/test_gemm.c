@@ -109,7 +109,8 @@ static void sweep_mn(void)
     DL_CHECK(fails == 0);
 }
 
-/* k over 1..40 and the KC block edges, against a few m/n edge values, all transposes. */
+/* k over 1..40 and the KC block edges (both KCs), against a few m/n edge values, all
+   transposes. */
 static void sweep_k(void)
 {
     const dl__isa_desc *d = &dl__isa_table[dl__isa_cur];
@@ -118,6 +119,9 @@ static void sweep_k(void)
     ns[0] = 1; ns[1] = d->nr - 1; ns[2] = d->nr; ns[3] = d->nr + 1;
     for (ki = 1; ki <= 40; ki++) ks[nk++] = ki;
     ks[nk++] = d->kc - 1; ks[nk++] = d->kc; ks[nk++] = d->kc + 1; ks[nk++] = 2 * d->kc + 3;
+    if (d->kc_at != d->kc) { /* the KC of an A^T read in place */
+        ks[nk++] = d->kc_at - 1; ks[nk++] = d->kc_at; ks[nk++] = d->kc_at + 1;
+    }
     for (ki = 0; ki < nk; ki++)
         for (mi = 0; mi < 4; mi++)
             for (ni = 0; ni < 4; ni++, idx++)
