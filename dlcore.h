@@ -1396,12 +1396,19 @@ static int dl__direct_ok_b(const dl__gemm_job *g)
         && rows * (size_t)g->ldb * sizeof(float) <= DL__DIRECT_MAX_B_SPAN;
 }
 
+#define DL__FEW_ROWS 256
+#define DL__FEW_ROWS_NC 256
+
 /* C[m0:m1, n0:n1] of the job. */
 static void dl__gemm_block(const dl__gemm_job *g, int m0, int m1, int n0, int n1)
 {
     const dl__isa_desc *d = g->isa;
     const int MR = d->mr, NR = d->nr;
-    const int KC = dl__job_kc(g), NC = d->nc, MC = d->mc;
+    /* A rectangle of few rows re-streams its small A block from L2 for each column
+       block, so there a B block that stays in L2 (256 columns) wins over fewer, wider
+       ones: 256 rows x 2048 x 2048, NN/NT/TN, 1.02-1.04x on AVX-512 and AVX2. */
+    const int NC = m1 - m0 <= DL__FEW_ROWS && d->nc > DL__FEW_ROWS_NC ? DL__FEW_ROWS_NC : d->nc;
+    const int KC = dl__job_kc(g), MC = d->mc;
     int m = m1 - m0, n = n1 - n0, k = g->k;
     int mcap = m < MC ? m : MC, ncap = n < NC ? n : NC, kcap = k < KC ? k : KC;
     int direct_a = dl__direct_ok_a(g), direct_b = dl__direct_ok_b(g);
