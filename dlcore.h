@@ -812,10 +812,10 @@ DL__E512_INST(4, 2) DL__E512_INST(8, 2) DL__E512_INST(12, 2)
    - The C tile is prefetched DL__C_PF_AHEAD k steps before the end, not at the start:
      asked for at the start, its 24 lines came into L1 only to be pushed out again by the
      32 KiB of B that stream through during the tile. Zen 5, 2048^3, medians of
-     interleaved runs (make bench-ab) against the start prefetch: 1.01-1.05x (the most when the host was
-     noisy); 1024^3 and the MLP shapes within the noise, none slower. The AVX2 tile
-     (half the FMA rate, so more time per line of B) measured no change and keeps its
-     prefetch at the start.
+     interleaved runs (make bench-ab) against the start prefetch: 1.01-1.05x (the most
+     when the host was noisy); 1024^3 and the MLP shapes within the noise, none slower.
+     The AVX2 tile (half the FMA rate, so more time per line of B) measured no change
+     and keeps its prefetch at the start.
    - rsa == 1 (packed A, or A^T read in place) gets its own instance, where the 12 row
      offsets are constants: with rsa a variable they took 11 registers and, short of
      registers, three reloads from the stack per k step (2048^3: 1.01x). */
@@ -902,7 +902,8 @@ static void dl__ukr_neon(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, co
    - NC: the packed A block (MC x KC, megabytes) lives in L3, and the whole of it is
      streamed again for every NC block of columns; each A micro-panel comes from L3
      once per NC / NR tiles (32 AVX-512 tiles at NC = 1024), which is where a tile
-     waits on memory most, so fewer, wider column blocks win.
+     waits on memory most, so fewer, wider column blocks win. (Not for a rectangle of
+     at most 256 rows, whose A block is small enough for L2: NC = 256 there, 1.6.)
    - The B block (KC x NC) then outgrows L2, so part of each B micro-panel comes from
      L3: at KC = 512 a tile reads 64 KiB of B in 6144 cycles, ~11 bytes a cycle of a
      contiguous stream, and measured no slower than an L2-sized B block (below).
