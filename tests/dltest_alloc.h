@@ -1,12 +1,14 @@
 /* dltest_alloc.h - routes dlcore's allocations through counters, so a test can
-   assert that a training step allocates nothing. Include instead of dlcore.h,
+   assert that a training step allocates nothing, or that loading a file allocates
+   no more than it should. Include instead of dlcore.h,
    before dltest.h: it defines DLCORE_IMPLEMENTATION. */
 #ifndef DLTEST_ALLOC_H
 #define DLTEST_ALLOC_H
 #include <stdlib.h>
 static long g_allocs;
-static void *count_malloc(size_t n) { g_allocs++; return malloc(n); }
-static void *count_realloc(void *p, size_t n) { g_allocs++; return realloc(p, n); }
+static size_t g_alloc_bytes;   /* bytes asked for (a realloc counts its new size) */
+static void *count_malloc(size_t n) { g_allocs++; g_alloc_bytes += n; return malloc(n); }
+static void *count_realloc(void *p, size_t n) { g_allocs++; g_alloc_bytes += n; return realloc(p, n); }
 #define DLCORE_MALLOC(n) count_malloc(n)
 #define DLCORE_REALLOC(p, n) count_realloc(p, n)
 #define DLCORE_FREE(p) free(p)

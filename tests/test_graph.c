@@ -3,6 +3,7 @@
    worked out by hand; a training step is checked to allocate nothing. */
 #include "dltest_alloc.h"
 #include "dltest.h"
+#include <float.h>
 
 /* Values away from 0 so that relu's kink is never inside the +-eps window. */
 static void fill_away_from_zero(dl_rng *r, float *x, size_t n)
@@ -343,6 +344,9 @@ DL_TEST(adam_kernels_of_every_isa_agree_with_scalar)
     static const char *const isas[] = { "avx2", "avx512", "neon" };
     float ref[1073], got[1073];
     int k, i, ran = 0;
+#ifdef DLCORE_NO_SIMD
+    DL_SKIP("DLCORE_NO_SIMD build: the scalar kernel is the only one");
+#endif
     adam_run("scalar", ref);
     for (k = 0; k < 3; k++) {
         double worst = 0;
@@ -358,6 +362,47 @@ DL_TEST(adam_kernels_of_every_isa_agree_with_scalar)
         DL_CHECK(worst < 1e-5);
     }
     DL_CHECK(ran >= 1);
+}
+
+/* Moments that fall below FLT_MIN are stored as 0 on every ISA, never as subnormals
+   (x86 takes a microcode assist per operation on one); normal ones and NaN are kept. */
+DL_TEST(adam_flushes_moments_below_flt_min_on_every_isa)
+{
+    static const char *const isas[] = { "scalar", "avx2", "avx512", "neon" };
+    enum { N = 37 };
+    float w[N], m[N], v[N], g[N], m0[N], v0[N];
+    const dl__adam_k k = { 0.9f, 0.999f, 1e-7f, 1.0f, 1.0f, 1e-3f, 1.0f, 1.0f };
+    int t, i, ran = 0;
+    for (t = 0; t < 4; t++) {
+        if (dl_set_isa(isas[t]) != DL_OK) continue;
+        ran++;
+        for (i = 0; i < N; i++) {
+            w[i] = 0.5f;
+            g[i] = 0.0f;
+            /* 0.9 x 1.2e-38 and 0.999 x 1.1e-38 are subnormal; 1e-30 and 1e-20 stay normal */
+            m0[i] = m[i] = i % 3 == 0 ? 1.2e-38f : i % 3 == 1 ? -1.2e-38f : 1e-30f;
+            v0[i] = v[i] = i % 2 ? 1.1e-38f : 1e-20f;
+        }
+        m0[N - 1] = m[N - 1] = NAN;
+        dl__adam(w, m, v, g, N, &k);
+        for (i = 0; i < N - 1; i++) {
+            float wm = 0.9f * m0[i], wv = 0.999f * v0[i];
+            if (fabsf(wm) < FLT_MIN) wm = 0.0f;
+            if (wv < FLT_MIN) wv = 0.0f;
+            if (m[i] != wm || v[i] != wv || fpclassify(m[i]) == FP_SUBNORMAL || fpclassify(v[i]) == FP_SUBNORMAL) {
+                DL_FAILF("%s: element %d: m %g v %g, want %g %g", isas[t], i, (double)m[i], (double)v[i], (double)wm, (double)wv);
+                break;
+            }
+        }
+        DL_CHECK(m[0] == 0.0f && m[1] == 0.0f && m[2] != 0.0f && v[1] == 0.0f && v[0] != 0.0f);
+        DL_CHECK(m[N - 1] != m[N - 1]);   /* NaN is not flushed away */
+    }
+    dl_set_isa(NULL);
+#ifdef DLCORE_NO_SIMD
+    DL_CHECK_EQ_INT(ran, 1);
+#else
+    DL_CHECK(ran >= 2);
+#endif
 }
 
 /* An MLP x -> dense(hidden, relu) -> dense(10) -> sparse CE; `shared` feeds the output
@@ -700,8 +745,8 @@ DL_TEST(initialisers_have_their_documented_ranges)
     init_stats(DL_INIT_HE_UNIFORM, DL_SHAPE(256, 64), &mean, &var, &lo, &hi);
     DL_CHECK(hi <= sqrtf(6.0f / 256.0f) && lo >= -sqrtf(6.0f / 256.0f));
     DL_CHECK_NEAR(var, 2.0 / 256.0, 0.05 * 2.0 / 256.0);
-    /* Conv-shaped [out, in, kh, kw]: fan_in = in*kh*kw. */
-    init_stats(DL_INIT_HE_NORMAL, DL_SHAPE(64, 16, 3, 3), &mean, &var, &lo, &hi);
+    /* A conv2d kernel [kh, kw, in, out]: fan_in = kh*kw*in. */
+    init_stats(DL_INIT_HE_NORMAL, DL_SHAPE(3, 3, 16, 64), &mean, &var, &lo, &hi);
     DL_CHECK_NEAR(var, 2.0 / 144.0, 0.07 * 2.0 / 144.0);
     init_stats(DL_INIT_ZEROS, DL_SHAPE(10), &mean, &var, &lo, &hi);
     DL_CHECK(lo == 0.0f && hi == 0.0f);
