@@ -1,0 +1,60 @@
+# mk/serve.mk - dlcore-serve, the HTTP prediction server (included by the Makefile).
+#   make build/dlcore-serve    the server (libmicrohttpd, cJSON, stb_image from Debian:
+#                              tools/deps.sh serve installs what is missing)
+#   make bench-serve           wrk against dlcore-serve and the Flask stub, each pinned to
+#                              the same core, wrk on the other; then batching on 2 cores
+#   make soak-serve            60 s of load plus bad requests: 0 failures, 0 5xx, RSS flat
+# Tests (make test): tests/test_serve.py against the native and the ASan+UBSan server.
+
+SERVE_LIBS := $(shell pkg-config --libs libmicrohttpd libcjson 2>/dev/null || echo -lmicrohttpd -lcjson)
+SERVE_PY   ?= /usr/bin/python3
+SERVE_SECONDS ?= 10
+
+EXAMPLES := $(filter-out $(B)/serve,$(EXAMPLES))
+examples: $(B)/dlcore-serve
+
+.PHONY: deps-serve bench-serve soak-serve
+deps-serve:
+	@sh tools/deps.sh serve
+
+$(B)/dlcore-serve: examples/serve.c $(HDR) | deps-serve
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(SERVE_LIBS) $(LDLIBS)
+
+$(B)/san/dlcore-serve: examples/serve.c $(HDR) | deps-serve
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O1 -g1 $(SAN) $(CPPFLAGS) $< -o $@ $(SERVE_LIBS) $(LDLIBS)
+
+$(B)/serve_helper: tests/serve_helper.c $(HDR) | deps-serve
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
+
+TEST_DEPS  += serve
+TEST_BUILD += $(B)/dlcore-serve $(B)/san/dlcore-serve $(B)/serve_helper
+
+define TEST_PLAN_SERVE
+serve-api $(SERVE_PY) tests/test_serve.py --server $(B)/dlcore-serve --helper $(B)/serve_helper
+serve-api-san $(SERVE_PY) tests/test_serve.py --server $(B)/san/dlcore-serve --helper $(B)/serve_helper --sanitized
+endef
+TEST_PLANS += TEST_PLAN_SERVE
+
+bench-serve: $(B)/dlcore-serve $(B)/serve_helper
+	@sh tools/deps.sh serve bench-serve
+	@$(MAKE) --no-print-directory data
+	B=$(B) SECONDS_PER_RUN=$(SERVE_SECONDS) sh bench/serve_bench.sh
+
+soak-serve: $(B)/dlcore-serve $(B)/serve_helper
+	@$(MAKE) --no-print-directory data
+	$(SERVE_PY) tests/test_serve.py --server $(B)/dlcore-serve --helper $(B)/serve_helper --soak 60
+
+# The request fuzz target (tests/fuzz/fuzz_serve_request.c) compiles serve.c, so it
+# links the server's libraries; the generic fuzz rules in mk/hardening.mk do not.
+# Its pointer-overflow and nonnull-attribute checks recover, so tests/fuzz/ubsan.supp
+# can pass over a harmless report inside stb_image; run.sh still stops on any other.
+$(B)/fuzz/fuzz_serve_request: tests/fuzz/fuzz_serve_request.c tests/fuzz/fuzz.h examples/serve.c mk/serve.mk tests/san_ignore.txt $(HDR) | deps-serve
+	@mkdir -p $(@D)
+	$(CLANG) $(WARN) $(FUZZ_FLAGS) -fsanitize-recover=pointer-overflow,nonnull-attribute $(CPPFLAGS) $< -o $@ $(SERVE_LIBS) -lm -lpthread
+
+$(B)/fuzz/seeds/fuzz_serve_request: tests/fuzz/fuzz_serve_request.c tests/fuzz/fuzz.h examples/serve.c $(HDR) | deps-serve
+	@mkdir -p $(@D)
+	$(CLANG) $(WARN) -O1 -DFUZZ_SEEDS $(CPPFLAGS) $< -o $@ $(SERVE_LIBS) -lm -lpthread
