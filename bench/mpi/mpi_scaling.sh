@@ -1,0 +1,135 @@
+#!/bin/sh
+# mpi_scaling.sh [ROUNDS] - data-parallel scaling of the MNIST MLP (one epoch of
+# Fashion-MNIST per run) on this host, the configurations interleaved round by round:
+#   1x1   build/mnist_mlp --threads 1                 one process, one thread
+#   1x2   build/mnist_mlp --threads 2                 one process, two threads
+#   2x1   mpirun -np 2 build/mnist_mlp_mpi --threads 1  (MPI_Iallreduce overlapping backward)
+#   2x1b  the same with --blocking (MPI_Allreduce)
+#   2ind  two independent 1x1 runs at once, pinned to cores 0 and 1 (no MPI): what
+#         the two cores deliver together; 2 x 1x1 / 2ind is the speedup ceiling
+# at global batch 128 and 512. Prints seconds per epoch (best and median of the
+# rounds), the 2-rank speedup over 1x1 and 1x2 and its efficiency (speedup / 2),
+# the share of training time spent inside MPI calls (which includes waiting for the
+# slower rank), the intrinsic all-reduce cost (bench/mpi/mpi_allreduce.c, after a
+# barrier) against the step time, and a paper estimate for 8, 64 and 512 ranks
+# from the compute per step measured with one rank (mpirun -np 1, the unfused
+# update path a rank runs) and a ring all-reduce over stated links.
+# Environment: B (build dir), DATA (default data/fashion-mnist).
+B=${B:-build}
+DATA=${DATA:-data/fashion-mnist}
+ROUNDS=${1:-3}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+       OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_plm_rsh_agent=false \
+       OMPI_MCA_rmaps_base_oversubscribe=1
+for f in mnist_mlp mnist_mlp_mpi mpi_allreduce; do
+    [ -x "$B/$f" ] || { echo "mpi_scaling.sh: build $B/$f first (make bench-mpi)" >&2; exit 1; }
+done
+[ -d "$DATA" ] || { echo "mpi_scaling.sh: no data in $DATA (make data)" >&2; exit 1; }
+out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+res="$out/results"   # lines: config batch train_seconds comm_seconds
+: >"$res"
+
+secs() { sed -n 's/.*train_seconds \([0-9.]*\)$/\1/p' "$1" | tail -n 1; }
+comm() { sed -n 's/^comm_seconds \([0-9.]*\) of.*/\1/p' "$1" | tail -n 1; }
+run() { # config batch command...
+    cfg=$1; b=$2; shift 2
+    if ! "$@" --data "$DATA" --epochs 1 --batch "$b" --quiet >"$out/log" 2>&1; then
+        echo "mpi_scaling.sh: $cfg batch $b failed:" >&2; tail -5 "$out/log" >&2; exit 1
+    fi
+    c=$(comm "$out/log")
+    echo "$cfg $b $(secs "$out/log") ${c:-0}" >>"$res"
+}
+
+pair() { # batch: two independent single-thread runs at once; records the slower
+    b=$1
+    taskset -c 0 "$B/mnist_mlp" --threads 1 --data "$DATA" --epochs 1 --batch "$b" --quiet >"$out/p0" 2>&1 &
+    taskset -c 1 "$B/mnist_mlp" --threads 1 --data "$DATA" --epochs 1 --batch "$b" --quiet >"$out/p1" 2>&1
+    wait
+    a=$(secs "$out/p0"); c=$(secs "$out/p1")
+    [ -n "$a" ] && [ -n "$c" ] || { echo "mpi_scaling.sh: 2ind batch $b failed" >&2; exit 1; }
+    echo "2ind $b $(echo "$a $c" | awk '{ print ($1 > $2 ? $1 : $2) }') 0" >>"$res"
+}
+
+echo "== $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average now:$(cut -d' ' -f1-3 /proc/loadavg | sed 's/^/ /')"
+echo "== $ROUNDS interleaved rounds, one epoch each (60000 samples)"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    for b in 128 512; do
+        run 1x1  "$b" "$B/mnist_mlp" --threads 1
+        run 2x1  "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1
+        run 1x2  "$b" "$B/mnist_mlp" --threads 2
+        run 2x1b "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --blocking
+        pair "$b"
+    done
+    r=$((r + 1))
+done
+
+# one rank: what each rank computes per step (the unfused update, no partner to wait for)
+for b in 512 256 128 64 8; do
+    run np1 "$b" mpirun -np 1 "$B/mnist_mlp_mpi" --threads 1 --blocking
+done
+mpirun -np 2 "$B/mpi_allreduce" 101770 300 >"$out/ar" 2>&1 || { cat "$out/ar" >&2; exit 1; }
+ar_us=$(sed -n 's/^allreduce gradients:.*median \([0-9.]*\) us.*/\1/p' "$out/ar")
+small_us=$(sed -n 's/^allreduce loss and hits:.*median \([0-9.]*\) us.*/\1/p' "$out/ar")
+
+awk -v ar="$ar_us" -v small="$small_us" '
+function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+function med(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+{ k = $1 " " $2; n[k]++; t[k, n[k]] = $3; c[k, n[k]] = $4; if ($1 == "np1") np1[$2] = ($3 - $4) }
+END {
+    printf "\n%-6s %-5s %10s %10s %14s\n", "config", "batch", "best s", "median s", "in MPI calls"
+    split("1x1 1x2 2x1 2x1b 2ind", cfgs, " ")
+    for (bi = 1; bi <= 2; bi++) {
+        b = bi == 1 ? 128 : 512
+        for (ci = 1; ci <= 5; ci++) {
+            k = cfgs[ci] " " b
+            m = n[k]; delete v; delete w
+            for (i = 1; i <= m; i++) { v[i] = t[k, i]; w[i] = t[k, i] > 0 ? c[k, i] / t[k, i] : 0 }
+            sort(v, m); sort(w, m)
+            best[k] = v[1]; mid[k] = med(v, m)
+            share = cfgs[ci] ~ /^2x1/ ? sprintf("%13.1f%%", 100 * med(w, m)) : sprintf("%14s", "-")
+            printf "%-6s %-5d %10.3f %10.3f %s\n", cfgs[ci], b, v[1], mid[k], share
+        }
+    }
+    printf "\nspeedup of 2 ranks x 1 thread (best / median of rounds); efficiency = speedup / 2\n"
+    for (bi = 1; bi <= 2; bi++) {
+        b = bi == 1 ? 128 : 512
+        printf "  batch %3d: over 1x1 %.2fx / %.2fx (efficiency %.0f%% / %.0f%%); over 1x2 %.2fx / %.2fx; blocking over 1x1 %.2fx / %.2fx\n", b,
+            best["1x1 " b] / best["2x1 " b], mid["1x1 " b] / mid["2x1 " b],
+            50 * best["1x1 " b] / best["2x1 " b], 50 * mid["1x1 " b] / mid["2x1 " b],
+            best["1x2 " b] / best["2x1 " b], mid["1x2 " b] / mid["2x1 " b],
+            best["1x1 " b] / best["2x1b " b], mid["1x1 " b] / mid["2x1b " b]
+        printf "    ceiling (2 x 1x1 / 2ind: two independent runs at once): %.2fx / %.2fx; 2x1 reaches %.0f%% / %.0f%% of it\n",
+            2 * best["1x1 " b] / best["2ind " b], 2 * mid["1x1 " b] / mid["2ind " b],
+            100 * (best["1x1 " b] / best["2x1 " b]) / (2 * best["1x1 " b] / best["2ind " b]),
+            100 * (mid["1x1 " b] / mid["2x1 " b]) / (2 * mid["1x1 " b] / mid["2ind " b])
+    }
+    for (b = 8; b <= 512; b *= 2) if (b in np1) { st = int((60000 + b - 1) / b); cs[b] = 1e6 * np1[b] / st }
+    printf "\nall-reduce of the 101770 gradient floats (407 KB) over 2 ranks on loopback: %.1f us (median, after a barrier);\n", ar
+    printf "the per-step loss/hits reduction: %.1f us. Against a 2-rank step:\n", small
+    for (bi = 1; bi <= 2; bi++) {
+        b = bi == 1 ? 128 : 512; st = int((60000 + b - 1) / b)
+        step2 = 1e6 * best["2x1 " b] / st
+        model = cs[b / 2] + ar + small
+        printf "  batch %d: measured step %.0f us (best epoch / %d): share %.1f%%; no-wait model (one rank computing %d rows: %.0f us, + all-reduce): share %.1f%%, speedup over 1x1 %.2fx\n",
+            b, step2, st, 100 * (ar + small) / step2, b / 2, cs[b / 2], 100 * (ar + small) / model, 1e6 * best["1x1 " b] / st / model
+    }
+    # paper estimate: ring all-reduce, 4 gradient tensors + 1 small reduction per step
+    G = 101770 * 4; calls = 5
+    printf "\ncompute per step on one rank, one thread (mpirun -np 1, time outside MPI calls):"
+    for (b = 8; b <= 512; b *= 2) if (b in np1) printf "  batch %d %.0f us", b, cs[b]
+    printf "\n\npaper estimate: step = compute + 5 x 2(p-1) x latency + 2(p-1)/p x 407 KB / bandwidth (ring, no overlap)\n"
+    printf "links: 25 GbE 3.0 GB/s, 20 us; InfiniBand 100 Gb (EDR) 12 GB/s, 1.5 us; tree: latency term 5 x 2 log2(p) instead\n"
+    printf "%5s %12s %11s %18s %18s %18s\n", "ranks", "local batch", "compute us", "25GbE ring us/eff", "IB ring us/eff", "IB tree us/eff"
+    for (s = 1; s <= 2; s++) for (pi = 1; pi <= 3; pi++) {
+        p = pi == 1 ? 8 : (pi == 2 ? 64 : 512)
+        lb = s == 1 ? 128 : 4096 / p
+        comp = cs[lb]
+        bw = 2 * (p - 1) / p * G
+        e1 = comp + calls * 2 * (p - 1) * 20 + bw / 3.0e3
+        e2 = comp + calls * 2 * (p - 1) * 1.5 + bw / 12.0e3
+        e3 = comp + calls * 2 * log(p) / log(2) * 1.5 + bw / 12.0e3
+        printf "%5d %5d (%s) %11.0f %11.0f %5.0f%% %11.0f %5.0f%% %11.0f %5.0f%%\n", p, lb, s == 1 ? "weak" : "4096", comp,
+            e1, 100 * comp / e1, e2, 100 * comp / e2, e3, 100 * comp / e3
+    }
+}' "$res"

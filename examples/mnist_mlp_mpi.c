@@ -1,0 +1,246 @@
+/* mnist_mlp_mpi - mnist_mlp trained data-parallel over MPI ranks: every rank holds
+   the model, trains on its share of each global batch, and the gradients are
+   summed with MPI_Allreduce (MPI_Iallreduce while the layers below compute theirs)
+   through dlcore's dl_comm hook. The result is the model one process trains with
+   the same --batch and --seed, up to the order of the gradient sums.
+
+   mpirun -np 2 build/mnist_mlp_mpi --data data/fashion-mnist
+   (as root add --allow-run-as-root; with more ranks than cores, --oversubscribe)
+
+   usage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
+                        [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet]
+                        [--blocking] [--kill-rank R --kill-after N]
+   --batch is the global batch, split over the ranks. --threads 0 (the default)
+   shares the node's cores among the ranks on it. Only rank 0 prints, writes the
+   log and saves. --blocking reduces with MPI_Allreduce only (no overlap).
+   --kill-rank/--kill-after: fault injection for the tests, rank R kills itself
+   (SIGKILL) at its N-th collective call. Before the last line rank 0 prints
+   "comm_seconds <f> of train_seconds": time inside the MPI calls during training.
+   The last line of standard output is always
+   "test_accuracy <f> test_loss <f> train_seconds <f>". */
+#define DLCORE_IMPLEMENTATION
+#include "../dlcore.h"
+#include <mpi.h>
+#include <limits.h>
+#include <signal.h>
+
+#define MAX_REQ 64
+
+typedef struct mpi_ctx {
+    MPI_Comm comm;
+    int rank;
+    MPI_Request req[MAX_REQ];
+    int used[MAX_REQ];
+    double seconds;            /* inside MPI calls */
+    long calls, kill_after;    /* fault injection: die at this collective */
+} mpi_ctx;
+
+static int check(mpi_ctx *c, int rc, const char *what)
+{
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (rc == MPI_SUCCESS) return DL_OK;
+    MPI_Error_string(rc, msg, &len);
+    fprintf(stderr, "mnist_mlp_mpi: rank %d: %s failed: %s\n", c->rank, what, msg);
+    return DL_ERR;
+}
+
+static void maybe_die(mpi_ctx *c)
+{
+    if (c->kill_after > 0 && ++c->calls == c->kill_after) {
+        fprintf(stderr, "mnist_mlp_mpi: rank %d: killing itself at collective %ld (--kill-rank)\n", c->rank, c->calls);
+        fflush(stderr);
+        raise(SIGKILL);
+    }
+}
+
+static int hook_allreduce(void *user, void *buf, size_t count, int dtype)
+{
+    mpi_ctx *c = (mpi_ctx *)user;
+    double t0 = MPI_Wtime();
+    int rc;
+    maybe_die(c);
+    if (count > INT_MAX) return DL_ERR;
+    rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, dtype == DL_COMM_F64 ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, c->comm);
+    c->seconds += MPI_Wtime() - t0;
+    return check(c, rc, "MPI_Allreduce");
+}
+
+static int hook_bcast(void *user, void *buf, size_t bytes)
+{
+    mpi_ctx *c = (mpi_ctx *)user;
+    double t0 = MPI_Wtime();
+    int rc = MPI_SUCCESS;
+    maybe_die(c);
+    while (bytes > 0 && rc == MPI_SUCCESS) {   /* MPI counts are ints */
+        int n = bytes > (size_t)INT_MAX ? INT_MAX : (int)bytes;
+        rc = MPI_Bcast(buf, n, MPI_BYTE, 0, c->comm);
+        buf = (char *)buf + n;
+        bytes -= (size_t)n;
+    }
+    c->seconds += MPI_Wtime() - t0;
+    return check(c, rc, "MPI_Bcast");
+}
+
+static int hook_iallreduce(void *user, void *buf, size_t count, int dtype, void **req)
+{
+    mpi_ctx *c = (mpi_ctx *)user;
+    double t0 = MPI_Wtime();
+    int i, rc;
+    maybe_die(c);
+    for (i = 0; i < MAX_REQ && c->used[i]; i++) {}
+    if (i == MAX_REQ || count > INT_MAX) return DL_ERR;
+    rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, dtype == DL_COMM_F64 ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
+                        c->comm, &c->req[i]);
+    c->used[i] = 1;
+    *req = &c->req[i];
+    c->seconds += MPI_Wtime() - t0;
+    return check(c, rc, "MPI_Iallreduce");
+}
+
+static int hook_wait(void *user, void *req)
+{
+    mpi_ctx *c = (mpi_ctx *)user;
+    MPI_Request *r = (MPI_Request *)req;
+    double t0 = MPI_Wtime();
+    int rc = MPI_Wait(r, MPI_STATUS_IGNORE);
+    c->used[r - c->req] = 0;
+    c->seconds += MPI_Wtime() - t0;
+    return check(c, rc, "MPI_Wait");
+}
+
+static int usage(int rank, const char *why)
+{
+    if (rank == 0)
+        fprintf(stderr, "mnist_mlp_mpi: %s\nusage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]"
+                        " [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet] [--blocking]"
+                        " [--kill-rank R --kill-after N]\n", why);
+    MPI_Finalize();
+    return 2;
+}
+
+/* Every rank stops the job: a rank returning alone would leave the others
+   waiting in their next collective. */
+static int fail(int rank, const char *what)
+{
+    fprintf(stderr, "mnist_mlp_mpi: rank %d: %s\n", rank, what);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = "data/fashion-mnist", *save = NULL, *log = NULL;
+    int epochs = 5, batch = 32, threads = 0, quiet = 0, profile = 0, blocking = 0, kill_rank = -1, i;
+    int rank, size, local_size;
+    long kill_after = 0;
+    unsigned long seed = 0;
+    float lr = 1e-3f;
+    dl_dataset train, test;
+    dl_model *m;
+    dl_fit_opts fo;
+    dl_metrics mt;
+    dl_comm comm;
+    mpi_ctx ctx;
+    MPI_Comm node;
+    double t0, secs;
+
+    MPI_Init(&argc, &argv);
+    /* errors come back as codes: the hook reports them and dl_fit fails */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
+        if (!strcmp(a, "--profile")) { profile = 1; continue; }
+        if (!strcmp(a, "--blocking")) { blocking = 1; continue; }
+        if (!v) return usage(rank, "missing value after an option");
+        if (!strcmp(a, "--data")) dir = v;
+        else if (!strcmp(a, "--save")) save = v;
+        else if (!strcmp(a, "--log")) log = v;
+        else if (!strcmp(a, "--epochs")) epochs = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--batch")) batch = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--threads")) threads = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--seed")) seed = strtoul(v, &end, 10);
+        else if (!strcmp(a, "--lr")) lr = strtof(v, &end);
+        else if (!strcmp(a, "--kill-rank")) kill_rank = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--kill-after")) kill_after = strtol(v, &end, 10);
+        else return usage(rank, "unknown option");
+        if (end && *end) return usage(rank, "option values must be numbers");
+        i++;
+    }
+    if (epochs < 1 || batch < 1 || threads < 0 || !(lr > 0.0f)) return usage(rank, "epochs, batch and lr must be positive");
+    if (batch < size) return usage(rank, "--batch is the global batch: at least one row per rank");
+
+    /* --threads 0: this node's cores shared among its ranks */
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &local_size);
+    MPI_Comm_free(&node);
+    if (dl_set_threads(threads) != DL_OK) return fail(rank, dl_last_error());
+    if (threads == 0) dl_set_threads(dl_get_threads() / local_size > 0 ? dl_get_threads() / local_size : 1);
+
+    if (dl_idx_load(&train, dir, "train") != DL_OK || dl_idx_load(&test, dir, "t10k") != DL_OK) {
+        if (rank == 0) fprintf(stderr, "(run `make data` to fetch Fashion-MNIST and the MNIST digits)\n");
+        return fail(rank, dl_last_error());
+    }
+    if (train.shape[0] != 28 || train.shape[1] != 28 || test.x_size != train.x_size || train.n_classes > 10)
+        return fail(rank, "the data set does not hold 28x28 images with at most 10 classes");
+    if (dl_dataset_pack_u8(&train) != DL_OK || dl_dataset_pack_u8(&test) != DL_OK)
+        if (rank == 0) fprintf(stderr, "mnist_mlp_mpi: keeping the pixels as floats: %s\n", dl_last_error());
+    if (rank == 0)
+        printf("data %s: %d train, %d test samples%s; isa %s; %d ranks x %d thread%s, global batch %d\n", dir, train.n,
+               test.n, train.x8 ? " (pixels as bytes)" : "", dl_isa_name(), size, dl_get_threads(),
+               dl_get_threads() == 1 ? "" : "s", batch);
+
+    m = dl_sequential(DL_SHAPE(28, 28));
+    dl_model_seed(m, seed);
+    dl_add(m, dl_flatten());
+    dl_add(m, dl_dense(128, DL_RELU));
+    dl_add(m, dl_dropout(0.2f));
+    dl_add(m, dl_dense(10, DL_SOFTMAX));
+    if (dl_compile(m, DL_LOSS_SPARSE_CE, dl_adam(lr)) != DL_OK) return fail(rank, dl_last_error());
+    if (!quiet && rank == 0) dl_summary(m, stdout);
+    fflush(stdout);
+
+    memset(&ctx, 0, sizeof ctx);
+    ctx.comm = MPI_COMM_WORLD;
+    ctx.rank = rank;
+    ctx.kill_after = rank == kill_rank ? kill_after : 0;
+    memset(&comm, 0, sizeof comm);
+    comm.rank = rank;
+    comm.size = size;
+    comm.user = &ctx;
+    comm.allreduce = hook_allreduce;
+    comm.bcast = hook_bcast;
+    if (!blocking) { comm.iallreduce = hook_iallreduce; comm.wait = hook_wait; }
+
+    memset(&fo, 0, sizeof fo);
+    fo.epochs = epochs;
+    fo.batch = batch;
+    fo.csv_log = log;
+    fo.progress = quiet ? DL_PROGRESS_NONE : DL_PROGRESS_AUTO;
+    fo.profile = profile;
+    fo.comm = &comm;
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = MPI_Wtime();
+    if (dl_fit(m, &train, &fo) != DL_OK) return fail(rank, dl_last_error());
+    secs = MPI_Wtime() - t0;
+    if (rank == 0) printf("comm_seconds %.3f of train_seconds %.3f (%s)\n", ctx.seconds, secs,
+                          blocking ? "MPI_Allreduce" : "MPI_Iallreduce overlapping backward");
+    if (dl_evaluate_comm(m, &test, &mt, &comm) != DL_OK) return fail(rank, dl_last_error());
+    if (!quiet && rank == 0) dl_metrics_print(&mt, stdout);
+    if (save && rank == 0) {
+        if (dl_save(m, save) != DL_OK) return fail(rank, dl_last_error());
+        printf("saved %s\n", save);
+    }
+    if (rank == 0) printf("test_accuracy %.4f test_loss %.4f train_seconds %.3f\n", (double)mt.accuracy, (double)mt.loss, secs);
+    fflush(stdout);
+    dl_model_free(m);
+    dl_dataset_free(&train);
+    dl_dataset_free(&test);
+    MPI_Finalize();
+    return 0;
+}

@@ -1,0 +1,93 @@
+#!/bin/sh
+# test_mpi.sh - data-parallel training over Open MPI on this host, against one process:
+#   - 2 ranks (shared memory, MPI_Iallreduce overlapping backward) and 2 ranks over
+#     TCP on loopback (blocking MPI_Allreduce, an uneven 62 + 63 split of each batch)
+#     train the MNIST MLP for one epoch (469 and 480 steps) to the weights
+#     build/mnist_mlp trains with the same global batch and seed, within 1e-5 relative;
+#   - only rank 0 saves, once: each rank runs in its own directory and only rank 0's
+#     holds the model, whole (dlc inspect loads it), no temporary file left;
+#   - a rank that is killed mid-training, or fails on bad input, ends the whole
+#     job with an error (never a hang: every run is bounded by timeout) and no model.
+# Run from the repository root after
+#   make build/mnist_mlp build/mnist_mlp_mpi build/mpi_compare build/dlc data
+# Prints "test_mpi.sh: N passed, N failed".
+B=${B:-build}
+DATA=${DLCORE_FASHION:-data/fashion-mnist}
+TIMEOUT=${MPI_TEST_TIMEOUT:-120}
+# root, no ssh, no cross-memory attach in a container (see mk/mpi.mk)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+       OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_plm_rsh_agent=false \
+       OMPI_MCA_rmaps_base_oversubscribe=1
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok()  { echo "ok   $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1"; [ -f "$tmp/out" ] && sed 's/^/    /' "$tmp/out" | tail -15; fail=$((fail + 1)); }
+
+for f in "$B/mnist_mlp" "$B/mnist_mlp_mpi" "$B/mpi_compare" "$B/dlc"; do
+    [ -x "$f" ] || { bad "missing $f (make test builds it)"; echo "test_mpi.sh: $pass passed, $fail failed"; exit 1; }
+done
+command -v mpirun >/dev/null 2>&1 || { bad "mpirun not installed (tools/deps.sh mpi)"; echo "test_mpi.sh: $pass passed, $fail failed"; exit 1; }
+[ -d "$DATA" ] || { bad "no data in $DATA (make data)"; echo "test_mpi.sh: $pass passed, $fail failed"; exit 1; }
+root=$(pwd)
+case "$DATA" in /*) adata=$DATA ;; *) adata="$root/$DATA" ;; esac
+
+# equal NAME BATCH SEED MPIRUN_ENV... -- EXTRA_FLAGS: 2 ranks against one process
+equal() {
+    name=$1; batch=$2; seed=$3; shift 3
+    if ! timeout "$TIMEOUT" "$B/mnist_mlp" --data "$DATA" --epochs 1 --batch "$batch" --seed "$seed" --threads 1 \
+            --quiet --save "$tmp/one.dlc" >"$tmp/out" 2>&1; then bad "$name: one process"; return; fi
+    if ! timeout "$TIMEOUT" env "$@" mpirun -np 2 "$B/mnist_mlp_mpi" --data "$DATA" --epochs 1 --batch "$batch" \
+            --seed "$seed" --threads 1 --quiet --save "$tmp/two.dlc" $EXTRA >"$tmp/out" 2>&1; then
+        bad "$name: mpirun -np 2 failed or timed out"; return
+    fi
+    if ! tail -n 1 "$tmp/out" | grep -Eq '^test_accuracy [0-9.]+ test_loss [0-9.]+ train_seconds [0-9.]+$'; then
+        bad "$name: the last line is not mnist_mlp's"; return
+    fi
+    if "$B/mpi_compare" "$tmp/one.dlc" "$tmp/two.dlc" 1e-5 >"$tmp/out" 2>&1; then
+        sed 's/^/    /' "$tmp/out"; ok "$name"
+    else bad "$name: weights differ"; fi
+    rm -f "$tmp/one.dlc" "$tmp/two.dlc"
+}
+EXTRA=""
+equal "2 ranks (shared memory, non-blocking) = 1 process, batch 128" 128 3 OMPI_MCA_btl=self,vader
+EXTRA="--blocking"
+equal "2 ranks (TCP loopback, blocking) = 1 process, batch 125" 125 5 OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo
+EXTRA=""
+
+# Only rank 0 writes: the ranks run in directories of their own with a relative --save.
+mkdir -p "$tmp/r0" "$tmp/r1"
+if timeout "$TIMEOUT" mpirun -np 1 -wdir "$tmp/r0" "$root/$B/mnist_mlp_mpi" --data "$adata" --batch 1000 --epochs 1 \
+        --threads 1 --quiet --save m.dlc : -np 1 -wdir "$tmp/r1" "$root/$B/mnist_mlp_mpi" --data "$adata" --batch 1000 \
+        --epochs 1 --threads 1 --quiet --save m.dlc >"$tmp/out" 2>&1; then
+    if [ -f "$tmp/r0/m.dlc" ] && [ -z "$(ls -A "$tmp/r1")" ] && [ "$(grep -c '^saved m.dlc$' "$tmp/out")" = 1 ] \
+       && [ -z "$(ls "$tmp/r0" | grep -v '^m.dlc$')" ] && "$B/dlc" inspect "$tmp/r0/m.dlc" >/dev/null 2>&1; then
+        ok "only rank 0 saves, once, a whole file"
+    else bad "only rank 0 saves, once, a whole file"; ls -la "$tmp/r0" "$tmp/r1"; fi
+else bad "only rank 0 saves: mpirun failed"; fi
+
+# A rank killed (SIGKILL) mid-training: the job ends with an error, no model file.
+start=$(date +%s)
+timeout "$TIMEOUT" mpirun -np 2 "$B/mnist_mlp_mpi" --data "$DATA" --batch 128 --epochs 1 --threads 1 --quiet \
+    --save "$tmp/k.dlc" --kill-rank 1 --kill-after 100 >"$tmp/out" 2>&1
+rc=$?
+secs=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ! ls "$tmp"/k.dlc* >/dev/null 2>&1 && grep -q 'killing itself' "$tmp/out"; then
+    ok "a killed rank ends the job (exit $rc after ${secs}s, no model)"
+else bad "a killed rank ends the job (exit $rc after ${secs}s; 124 = hung until the timeout)"; fi
+
+# A rank that fails on bad input (its data directory): MPI_Abort ends every rank.
+timeout "$TIMEOUT" mpirun -np 1 "$B/mnist_mlp_mpi" --data "$DATA" --batch 128 --epochs 1 --quiet --save "$tmp/f.dlc" : \
+    -np 1 "$B/mnist_mlp_mpi" --data "$tmp/nonexistent" --batch 128 --epochs 1 --quiet --save "$tmp/f.dlc" >"$tmp/out" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "rank 1: .*nonexistent" "$tmp/out" && ! ls "$tmp"/f.dlc* >/dev/null 2>&1; then
+    ok "a rank failing on bad input ends the job (exit $rc)"
+else bad "a rank failing on bad input ends the job (exit $rc)"; fi
+
+# The global batch must give every rank a row.
+timeout "$TIMEOUT" mpirun -np 2 "$B/mnist_mlp_mpi" --data "$DATA" --batch 1 >"$tmp/out" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "at least one row per rank" "$tmp/out"; then ok "--batch below the rank count is refused"
+else bad "--batch below the rank count is refused (exit $rc)"; fi
+
+echo "test_mpi.sh: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
