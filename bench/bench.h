@@ -62,7 +62,7 @@ typedef struct bench_suite {
 int bench_peer_env(void);
 
 /* Every suite, in run order: the peak first, so the others can quote it. */
-#define BENCH_SUITES(X) X(peak) X(gemm)
+#define BENCH_SUITES(X) X(peak) X(gemm) X(conv) X(int8)
 
 #define BENCH_DECLARE_SUITE(name) extern const bench_suite bench_suite_##name;
 BENCH_SUITES(BENCH_DECLARE_SUITE)

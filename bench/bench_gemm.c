@@ -195,6 +195,12 @@ int bench_peer_env(void)
         unsetenv("OPENBLAS_CORETYPE");
         changed = 1;
     }
+    /* oneDNN (bench_int8.c) runs on OpenMP, which reads this once, when loaded: its
+       cases are single-threaded like the others pinned to core 0. */
+    if (!getenv("OMP_NUM_THREADS")) {
+        setenv("OMP_NUM_THREADS", "1", 1);
+        changed = 1;
+    }
     if (!getenv("OPENBLAS_THREAD_TIMEOUT")) {
         setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
         changed = 1;

@@ -1,14 +1,16 @@
 #!/bin/sh
 # mlp_vs_torch.sh - the Keras MNIST MLP trained by dlcore (build/mnist_mlp) and by
-# PyTorch (bench/peers/torch_mlp.py) in the same run, interleaved
+# PyTorch (bench/peers/torch_mlp.py) in the same run, interleaved; with -m cnn the
+# seeds' CNN instead (build/mnist_cnn against bench/peers/torch_cnn.py, by default
+# 1 epoch at batch 64)
 # (dlcore, torch, dlcore, torch, ...), each pinned to core 0 with one thread,
 # for each batch size. Prints the median training time of each, the speed-up
 # (ratio of the medians), both test accuracies (mean over rounds) and the speed-up
 # of each round (torch / the dlcore run just before it): median and range.
 #
-#   bench/mlp_vs_torch.sh [-r ROUNDS] [-d DATA_DIR] [-e EPOCHS] [-b "32 128"] [-s SEED] [--torch-only]
+#   bench/mlp_vs_torch.sh [-m mlp|cnn] [-r ROUNDS] [-d DATA_DIR] [-e EPOCHS] [-b "32 128"] [-s SEED] [--torch-only]
 #
-# Environment: MLP_BIN (default build/mnist_mlp), PYTHON (default /usr/bin/python3,
+# Environment: MLP_BIN (default build/mnist_mlp; build/mnist_cnn with -m cnn), PYTHON (default /usr/bin/python3,
 # Debian's, which has torch), PIN (default "taskset -c 0"), OUT (logs, default build/bench/mlp).
 # Debian's PyTorch does its matrix products with OpenBLAS, so an OPENBLAS_CORETYPE
 # inherited from the environment is dropped, as in bench/bench_gemm.c: PyTorch runs
@@ -16,25 +18,31 @@
 # batch 32 and 1.3x at batch 128 on Zen 5). BENCH_OPENBLAS_CORETYPE=keep keeps it.
 set -eu
 
-rounds=1 data=/usr/share/datasets/fashion-mnist epochs=5 batches="32 128" seed=0 torch_only=0
+rounds=1 data=/usr/share/datasets/fashion-mnist epochs= batches= seed=0 torch_only=0 model=mlp
 while [ $# -gt 0 ]; do
     case $1 in
+        -m) model=$2; shift 2 ;;
         -r) rounds=$2; shift 2 ;;
         -d) data=$2; shift 2 ;;
         -e) epochs=$2; shift 2 ;;
         -b) batches=$2; shift 2 ;;
         -s) seed=$2; shift 2 ;;
         --torch-only) torch_only=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "mlp_vs_torch: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
 
+case $model in
+    mlp) : "${epochs:=5}" "${batches:=32 128}"; def_bin=build/mnist_mlp; title="MLP 784-128-10" ;;
+    cnn) : "${epochs:=1}" "${batches:=64}"; def_bin=build/mnist_cnn; title="CNN conv32-conv64-conv128-dense128-10" ;;
+    *) echo "mlp_vs_torch: -m takes mlp or cnn, not '$model'" >&2; exit 2 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${MLP_BIN:-build/mnist_mlp}
+bin=${MLP_BIN:-$def_bin}
 py=${PYTHON:-/usr/bin/python3}
 pin=${PIN:-taskset -c 0}
-out=${OUT:-build/bench/mlp}
+out=${OUT:-build/bench/$model}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 if [ -n "${OPENBLAS_CORETYPE:-}" ] && [ "${BENCH_OPENBLAS_CORETYPE:-}" != keep ]; then
     echo "mlp_vs_torch: dropping the inherited OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE, so that PyTorch's OpenBLAS picks its kernels for this CPU (BENCH_OPENBLAS_CORETYPE=keep keeps it)" >&2
@@ -57,6 +65,9 @@ train() { # who batch round
     if [ "$1" = dlcore ]; then
         $pin "$bin" --data "$data" --epochs "$epochs" --batch "$2" --seed "$seed" --threads 1 \
             >"$log" 2>&1 || { echo "mlp_vs_torch: $bin failed, see $log" >&2; tail -5 "$log" >&2; exit 1; }
+    elif [ "$model" = cnn ]; then   # torch_cnn.py: DATA_DIR batch epochs threads seed
+        $pin "$py" "$here/peers/torch_cnn.py" "$data" "$2" "$epochs" 1 "$seed" \
+            >"$log" 2>&1 || { echo "mlp_vs_torch: torch failed, see $log" >&2; tail -5 "$log" >&2; exit 1; }
     else
         $pin "$py" "$here/peers/torch_mlp.py" --data "$data" --epochs "$epochs" --batch "$2" \
             --seed "$seed" >"$log" 2>&1 || { echo "mlp_vs_torch: torch failed, see $log" >&2; tail -5 "$log" >&2; exit 1; }
@@ -85,7 +96,7 @@ for b in $batches; do
     done
 done
 
-echo "MLP 784-128-10, $epochs epochs, $(basename "$data"), 1 thread pinned, $rounds round(s), median seconds"
+echo "$title, $epochs epochs, $(basename "$data"), 1 thread pinned, $rounds round(s), median seconds"
 awk -v batches="$batches" '
     function median(list,   n, v, i, j, t) {
         n = split(list, v, " ")

@@ -5,6 +5,8 @@
 #                                 'avx2|openblas'; names: <suite>/<set>/<op>/<MxNxK>/t<threads>/<impl>
 #   make bench BENCH_MT=          without the 2-thread invocation
 #   make bench-quick              a short subset (MLP shapes, no scalar, 1 repetition)
+#   make bench-conv               the conv suite alone (bench/bench_conv.c): dl_conv2d_* against
+#                                 oneDNN, one thread; JSON to $(B)/bench/gemm.json as well
 #   make bench-plot               $(B)/bench/gemm.json -> $(B)/bench/gemm.png
 #   make bench-mlp                MNIST MLP training: build/mnist_mlp against PyTorch, batch 32
 #                                 and 128; BENCH_MLP_ARGS='-r 3' for 3 interleaved rounds
@@ -22,6 +24,8 @@ BENCH_CXXFLAGS ?= -O2 -g -std=c++11 -Wall -Wextra
 BENCH_CPPFLAGS ?=
 BENCH_BLAS_INC ?= -I/usr/include/x86_64-linux-gnu/openblas-pthread
 BENCH_LIBS     ?= -lbenchmark -lopenblas
+# oneDNN, the conv suite's peer (bench/bench_conv.c); Debian's build threads through libgomp
+BENCH_LIBS     += -ldnnl -lgomp
 BENCH_PIN      ?= taskset -c 0
 BENCH_FILTER   ?= .
 BENCH_ARGS     ?= --benchmark_repetitions=5 --benchmark_min_time=0.2 \
@@ -39,7 +43,7 @@ BENCH_BIN       = $(BENCH_DIR)/bench
 BENCH_OBJS      = $(BENCH_DIR)/harness.o \
                   $(patsubst bench/%.c,$(BENCH_DIR)/%.o,$(wildcard bench/*.c))
 
-.PHONY: deps-bench bench bench-quick bench-build bench-plot bench-mlp bench-ab
+.PHONY: deps-bench bench bench-quick bench-conv bench-build bench-plot bench-mlp bench-ab
 
 bench-build: $(BENCH_BIN)
 
@@ -87,6 +91,9 @@ bench: deps-bench
 bench-quick:
 	@$(MAKE) --no-print-directory bench BENCH_FILTER='fma|mlp/.*(openblas|avx)' \
 	    BENCH_ARGS='--benchmark_min_time=0.1' BENCH_MT=
+
+bench-conv:
+	@$(MAKE) --no-print-directory bench BENCH_FILTER='conv/' BENCH_MT=
 
 bench-plot:
 	tools/bench_plot.sh $(BENCH_DIR)/gemm.json $(BENCH_DIR)/gemm.png
