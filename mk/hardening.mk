@@ -7,7 +7,8 @@
 #                      other kernels than the gcc build's best ISA (falls back where absent)
 #   no-simd            every test built with -DDLCORE_NO_SIMD (scalar kernels only)
 #   no-threads         every test built with -DDLCORE_NO_THREADS (no pool, no pthreads)
-#   fuzz smoke         each libFuzzer target of tests/fuzz/ for FUZZ_SMOKE_SECONDS
+#   fuzz smoke         each libFuzzer target of tests/fuzz/ for FUZZ_SMOKE_SECONDS,
+#                      with the fixed random seed FUZZ_SMOKE_SEED
 #   env                $DLCORE_ISA and $DLCORE_THREADS honoured (tests/test_harden.c)
 # and the opt-in long fuzz runs:
 #   make fuzz                    each target for FUZZ_SECONDS (default 300)
@@ -22,6 +23,7 @@ CLANG              ?= clang
 SAN_CLANG_ISA      ?= avx2
 FUZZ_SECONDS       ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SEED    ?= 1
 FUZZ_RUNS          ?= -1
 FUZZ_SRC            = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_TARGETS       ?= $(FUZZ_SRC:tests/fuzz/%.c=%)
@@ -72,7 +74,7 @@ env-isa-threads-bad env DLCORE_ISA=bogus DLCORE_THREADS=x $(B)/test_harden env_
 $(foreach t,$(TEST_NAMES),san-clang-$(t) env DLCORE_ISA=$(SAN_CLANG_ISA) $(B)/san-clang/$(t)
 )$(foreach t,$(TEST_NAMES),nosimd-$(t) $(B)/nosimd/$(t)
 )$(foreach t,$(TEST_NAMES),nothreads-$(t) $(B)/nothreads/$(t)
-)$(foreach t,$(FUZZ_SRC:tests/fuzz/%.c=%),fuzz-smoke-$(t) B=$(B) sh tests/fuzz/run.sh $(t) $(FUZZ_SMOKE_SECONDS)
+)$(foreach t,$(FUZZ_SRC:tests/fuzz/%.c=%),fuzz-smoke-$(t) B=$(B) FUZZ_SEED=$(FUZZ_SMOKE_SEED) sh tests/fuzz/run.sh $(t) $(FUZZ_SMOKE_SECONDS)
 )
 endef
 TEST_PLANS += TEST_PLAN_HARDENING

@@ -49,11 +49,12 @@ soak-serve: $(B)/dlcore-serve $(B)/serve_helper
 
 # The request fuzz target (tests/fuzz/fuzz_serve_request.c) compiles serve.c, so it
 # links the server's libraries; the generic fuzz rules in mk/hardening.mk do not.
-# Its pointer-overflow and nonnull-attribute checks recover, so tests/fuzz/ubsan.supp
-# can pass over a harmless report inside stb_image; run.sh still stops on any other.
+# Its pointer-overflow, nonnull-attribute and shift-exponent checks recover, so
+# tests/fuzz/ubsan.supp can pass over the harmless reports inside stb_image that it
+# names; run.sh still stops on any other.
 $(B)/fuzz/fuzz_serve_request: tests/fuzz/fuzz_serve_request.c tests/fuzz/fuzz.h examples/serve.c mk/serve.mk tests/san_ignore.txt $(HDR) | deps-serve
 	@mkdir -p $(@D)
-	$(CLANG) $(WARN) $(FUZZ_FLAGS) -fsanitize-recover=pointer-overflow,nonnull-attribute $(CPPFLAGS) $< -o $@ $(SERVE_LIBS) -lm -lpthread
+	$(CLANG) $(WARN) $(FUZZ_FLAGS) -fsanitize-recover=pointer-overflow,nonnull-attribute,shift-exponent $(CPPFLAGS) $< -o $@ $(SERVE_LIBS) -lm -lpthread
 
 $(B)/fuzz/seeds/fuzz_serve_request: tests/fuzz/fuzz_serve_request.c tests/fuzz/fuzz.h examples/serve.c $(HDR) | deps-serve
 	@mkdir -p $(@D)
