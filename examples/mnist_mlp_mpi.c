@@ -1,16 +1,19 @@
-/* mnist_mlp_mpi - mnist_mlp trained data-parallel over MPI ranks: every rank holds
-   the model, trains on its share of each global batch, and the gradients are
-   summed with MPI_Allreduce (MPI_Iallreduce while the layers below compute theirs)
-   through dlcore's dl_comm hook. The result is the model one process trains with
-   the same --batch and --seed, up to the order of the gradient sums.
+/* mnist_mlp_mpi - mnist_mlp (or with --cnn mnist_cnn) trained data-parallel over
+   MPI ranks: every rank holds the model, trains on its share of each global batch,
+   and the gradients are summed with MPI_Allreduce (MPI_Iallreduce while the layers
+   below compute theirs) through dlcore's dl_comm hook. The result is the model one
+   process trains with the same --batch and --seed, up to the order of the gradient
+   sums.
 
    mpirun -np 2 build/mnist_mlp_mpi --data data/fashion-mnist
    (as root add --allow-run-as-root; with more ranks than cores, --oversubscribe)
 
    usage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
                         [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet]
-                        [--blocking] [--kill-rank R --kill-after N]
-   --batch is the global batch, split over the ranks. --threads 0 (the default)
+                        [--blocking] [--cnn] [--train-samples N] [--kill-rank R --kill-after N]
+   --batch is the global batch, split over the ranks. --cnn trains mnist_cnn's model
+   (the seeds' CNN) instead of the MLP: with the same flags it ends with the weights
+   mnist_cnn trains. --train-samples N trains on the first N samples only. --threads 0 (the default)
    shares the node's cores among the ranks on it. Only rank 0 prints, writes the
    log and saves. --blocking reduces with MPI_Allreduce only (no overlap).
    --kill-rank/--kill-after: fault injection for the tests, rank R kills itself
@@ -114,7 +117,7 @@ static int usage(int rank, const char *why)
     if (rank == 0)
         fprintf(stderr, "mnist_mlp_mpi: %s\nusage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]"
                         " [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet] [--blocking]"
-                        " [--kill-rank R --kill-after N]\n", why);
+                        " [--cnn] [--train-samples N] [--kill-rank R --kill-after N]\n", why);
     MPI_Finalize();
     return 2;
 }
@@ -132,12 +135,12 @@ static int fail(int rank, const char *what)
 int main(int argc, char **argv)
 {
     const char *dir = "data/fashion-mnist", *save = NULL, *log = NULL;
-    int epochs = 5, batch = 32, threads = 0, quiet = 0, profile = 0, blocking = 0, kill_rank = -1, i;
+    int epochs = 5, batch = 32, threads = 0, quiet = 0, profile = 0, blocking = 0, kill_rank = -1, cnn = 0, limit = 0, i;
     int rank, size, local_size;
     long kill_after = 0;
     unsigned long seed = 0;
     float lr = 1e-3f;
-    dl_dataset train, test;
+    dl_dataset train, test, part;
     dl_model *m;
     dl_fit_opts fo;
     dl_metrics mt;
@@ -157,6 +160,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--blocking")) { blocking = 1; continue; }
+        if (!strcmp(a, "--cnn")) { cnn = 1; continue; }
         if (!v) return usage(rank, "missing value after an option");
         if (!strcmp(a, "--data")) dir = v;
         else if (!strcmp(a, "--save")) save = v;
@@ -166,13 +170,15 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads")) threads = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--seed")) seed = strtoul(v, &end, 10);
         else if (!strcmp(a, "--lr")) lr = strtof(v, &end);
+        else if (!strcmp(a, "--train-samples")) limit = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--kill-rank")) kill_rank = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--kill-after")) kill_after = strtol(v, &end, 10);
         else return usage(rank, "unknown option");
         if (end && *end) return usage(rank, "option values must be numbers");
         i++;
     }
-    if (epochs < 1 || batch < 1 || threads < 0 || !(lr > 0.0f)) return usage(rank, "epochs, batch and lr must be positive");
+    if (epochs < 1 || batch < 1 || threads < 0 || !(lr > 0.0f) || limit < 0)
+        return usage(rank, "epochs, batch and lr must be positive, --train-samples a count >= 0");
     if (batch < size) return usage(rank, "--batch is the global batch: at least one row per rank");
 
     /* --threads 0: this node's cores shared among its ranks */
@@ -195,11 +201,26 @@ int main(int argc, char **argv)
                test.n, train.x8 ? " (pixels as bytes)" : "", dl_isa_name(), size, dl_get_threads(),
                dl_get_threads() == 1 ? "" : "s", batch);
 
+    part = train;
+    part.owned = 0;
+    /* a shortened run: a view of the first `limit` samples, as mnist_cnn takes it */
+    if (limit > 0 && limit < train.n && dl_dataset_split(&train, 0, limit, &part) == DL_OK && rank == 0)
+        printf("training on the first %d samples\n", part.n);
+
     m = dl_sequential(DL_SHAPE(28, 28));
     dl_model_seed(m, seed);
-    dl_add(m, dl_flatten());
-    dl_add(m, dl_dense(128, DL_RELU));
-    dl_add(m, dl_dropout(0.2f));
+    if (cnn) {   /* mnist_cnn's model, layer for layer */
+        for (i = 0; i < 3; i++) {
+            dl_add(m, dl_conv2d(32 << i, 3, 3, DL_RELU, NULL));
+            dl_add(m, dl_max_pool2d(2, 2, NULL));
+        }
+        dl_add(m, dl_flatten());
+        dl_add(m, dl_dense(128, DL_RELU));
+    } else {
+        dl_add(m, dl_flatten());
+        dl_add(m, dl_dense(128, DL_RELU));
+        dl_add(m, dl_dropout(0.2f));
+    }
     dl_add(m, dl_dense(10, DL_SOFTMAX));
     if (dl_compile(m, DL_LOSS_SPARSE_CE, dl_adam(lr)) != DL_OK) return fail(rank, dl_last_error());
     if (!quiet && rank == 0) dl_summary(m, stdout);
@@ -226,7 +247,7 @@ int main(int argc, char **argv)
     fo.comm = &comm;
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
-    if (dl_fit(m, &train, &fo) != DL_OK) return fail(rank, dl_last_error());
+    if (dl_fit(m, &part, &fo) != DL_OK) return fail(rank, dl_last_error());
     secs = MPI_Wtime() - t0;
     if (rank == 0) printf("comm_seconds %.3f of train_seconds %.3f (%s)\n", ctx.seconds, secs,
                           blocking ? "MPI_Allreduce" : "MPI_Iallreduce overlapping backward");

@@ -1,12 +1,14 @@
 # mk/mpi.mk - data-parallel training over Open MPI (included by the Makefile).
 #   build/mnist_mlp_mpi   examples/mnist_mlp_mpi.c, built with mpicc (deps group mpi)
 #   make test             adds: dl_comm against one process inside an MPI job (2 ranks
-#                         on loopback equal one process), a killed rank stops the job,
-#                         only rank 0 saves; see tests/test_mpi.sh
+#                         on loopback equal one process, for the MLP and the CNN), a
+#                         killed rank stops the job, only rank 0 saves; see
+#                         tests/test_mpi.sh
 #   make bench-mpi        1 process x 2 threads and x 1 thread against 2 ranks x 1
-#                         thread on the MLP, batch 128 and 512: seconds per epoch,
-#                         scaling, all-reduce share, an estimate for 8-512 ranks;
-#                         see bench/mpi/mpi_scaling.sh (BENCH_MPI_ARGS=5: 5 rounds)
+#                         thread on the MLP, batch 128 and 512, and on the CNN,
+#                         batch 64 and 256: seconds per run, scaling, all-reduce
+#                         share, an estimate for 8-512 ranks; see
+#                         bench/mpi/mpi_scaling.sh (BENCH_MPI_ARGS=5: 5 rounds)
 MPICC ?= mpicc
 # tests/test_mpi.sh and bench/mpi/mpi_scaling.sh run mpirun with Open MPI's settings
 # for a container: root allowed, no ssh agent (one host), no cross-memory attach
@@ -28,7 +30,7 @@ $(B)/mpi_compare: tests/mpi_compare.c $(HDR)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
 TEST_DEPS  += mpi
-TEST_BUILD += $(B)/mnist_mlp_mpi $(B)/mpi_compare $(B)/mnist_mlp
+TEST_BUILD += $(B)/mnist_mlp_mpi $(B)/mpi_compare $(B)/mnist_mlp $(B)/mnist_cnn
 define TEST_PLAN_MPI
 mpi-2ranks B=$(B) sh tests/test_mpi.sh
 endef
@@ -41,5 +43,5 @@ $(B)/mpi_allreduce: bench/mpi/mpi_allreduce.c
 .PHONY: bench-mpi
 bench-mpi:
 	@sh tools/deps.sh mpi
-	@$(MAKE) --no-print-directory data $(B)/mnist_mlp_mpi $(B)/mnist_mlp $(B)/mpi_allreduce
+	@$(MAKE) --no-print-directory data $(B)/mnist_mlp_mpi $(B)/mnist_mlp $(B)/mnist_cnn $(B)/mpi_allreduce
 	B=$(B) sh bench/mpi/mpi_scaling.sh $(BENCH_MPI_ARGS)

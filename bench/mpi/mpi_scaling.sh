@@ -7,21 +7,24 @@
 #   2x1b  the same with --blocking (MPI_Allreduce)
 #   2ind  two independent 1x1 runs at once, pinned to cores 0 and 1 (no MPI): what
 #         the two cores deliver together; 2 x 1x1 / 2ind is the speedup ceiling
-# at global batch 128 and 512. Prints seconds per epoch (best and median of the
+# at global batch 128 and 512, and the first three (c1x1, c1x2, c2x1) for the seeds'
+# CNN (mnist_cnn, mnist_mlp_mpi --cnn) on the first CNN_SAMPLES (20000) training
+# images at global batch 64 and 256. Prints seconds per epoch (best and median of the
 # rounds), the 2-rank speedup over 1x1 and 1x2 and its efficiency (speedup / 2),
 # the share of training time spent inside MPI calls (which includes waiting for the
 # slower rank), the intrinsic all-reduce cost (bench/mpi/mpi_allreduce.c, after a
 # barrier) against the step time, and a paper estimate for 8, 64 and 512 ranks
 # from the compute per step measured with one rank (mpirun -np 1, the unfused
 # update path a rank runs) and a ring all-reduce over stated links.
-# Environment: B (build dir), DATA (default data/fashion-mnist).
+# Environment: B (build dir), DATA (default data/fashion-mnist), CNN_SAMPLES.
 B=${B:-build}
+CNN_SAMPLES=${CNN_SAMPLES:-20000}
 DATA=${DATA:-data/fashion-mnist}
 ROUNDS=${1:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
        OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_plm_rsh_agent=false \
        OMPI_MCA_rmaps_base_oversubscribe=1
-for f in mnist_mlp mnist_mlp_mpi mpi_allreduce; do
+for f in mnist_mlp mnist_cnn mnist_mlp_mpi mpi_allreduce; do
     [ -x "$B/$f" ] || { echo "mpi_scaling.sh: build $B/$f first (make bench-mpi)" >&2; exit 1; }
 done
 [ -d "$DATA" ] || { echo "mpi_scaling.sh: no data in $DATA (make data)" >&2; exit 1; }
@@ -61,6 +64,11 @@ while [ "$r" -le "$ROUNDS" ]; do
         run 2x1b "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --blocking
         pair "$b"
     done
+    for b in 64 256; do
+        run c1x1 "$b" "$B/mnist_cnn" --threads 1 --train-samples "$CNN_SAMPLES"
+        run c2x1 "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --cnn --threads 1 --train-samples "$CNN_SAMPLES"
+        run c1x2 "$b" "$B/mnist_cnn" --threads 2 --train-samples "$CNN_SAMPLES"
+    done
     r=$((r + 1))
 done
 
@@ -72,7 +80,7 @@ mpirun -np 2 "$B/mpi_allreduce" 101770 300 >"$out/ar" 2>&1 || { cat "$out/ar" >&
 ar_us=$(sed -n 's/^allreduce gradients:.*median \([0-9.]*\) us.*/\1/p' "$out/ar")
 small_us=$(sed -n 's/^allreduce loss and hits:.*median \([0-9.]*\) us.*/\1/p' "$out/ar")
 
-awk -v ar="$ar_us" -v small="$small_us" '
+awk -v ar="$ar_us" -v small="$small_us" -v cnn_n="$CNN_SAMPLES" '
 function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function med(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 { k = $1 " " $2; n[k]++; t[k, n[k]] = $3; c[k, n[k]] = $4; if ($1 == "np1") np1[$2] = ($3 - $4) }
@@ -103,6 +111,24 @@ END {
             2 * best["1x1 " b] / best["2ind " b], 2 * mid["1x1 " b] / mid["2ind " b],
             100 * (best["1x1 " b] / best["2x1 " b]) / (2 * best["1x1 " b] / best["2ind " b]),
             100 * (mid["1x1 " b] / mid["2x1 " b]) / (2 * mid["1x1 " b] / mid["2ind " b])
+    }
+    printf "\nthe CNN, %d training images per run (seconds for them):\n", cnn_n
+    printf "%-6s %-5s %10s %10s %14s\n", "config", "batch", "best s", "median s", "in MPI calls"
+    split("c1x1 c1x2 c2x1", ccfg, " ")
+    for (bi = 1; bi <= 2; bi++) {
+        b = bi == 1 ? 64 : 256
+        for (ci = 1; ci <= 3; ci++) {
+            k = ccfg[ci] " " b
+            m = n[k]; delete v; delete w
+            for (i = 1; i <= m; i++) { v[i] = t[k, i]; w[i] = t[k, i] > 0 ? c[k, i] / t[k, i] : 0 }
+            sort(v, m); sort(w, m)
+            best[k] = v[1]; mid[k] = med(v, m)
+            share = ccfg[ci] == "c2x1" ? sprintf("%13.1f%%", 100 * med(w, m)) : sprintf("%14s", "-")
+            printf "%-6s %-5d %10.3f %10.3f %s\n", ccfg[ci], b, v[1], mid[k], share
+        }
+        printf "  batch %3d: 2 ranks x 1 thread over 1x1 %.2fx / %.2fx (best / median), over 1x2 %.2fx / %.2fx\n", b,
+            best["c1x1 " b] / best["c2x1 " b], mid["c1x1 " b] / mid["c2x1 " b],
+            best["c1x2 " b] / best["c2x1 " b], mid["c1x2 " b] / mid["c2x1 " b]
     }
     for (b = 8; b <= 512; b *= 2) if (b in np1) { st = int((60000 + b - 1) / b); cs[b] = 1e6 * np1[b] / st }
     printf "\nall-reduce of the 101770 gradient floats (407 KB) over 2 ranks on loopback: %.1f us (median, after a barrier);\n", ar
