@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_mpi.sh - data-parallel training over Open MPI on this host, against one process:
-#   - 2 ranks (shared memory, MPI_Iallreduce overlapping backward) and 2 ranks over
-#     TCP on loopback (blocking MPI_Allreduce, an uneven 62 + 63 split of each batch)
+#   - 2 ranks (shared memory, --overlap: MPI_Iallreduce overlapping backward) and 2
+#     ranks over TCP on loopback (MPI_Allreduce, an uneven 62 + 63 split of each batch)
 #     train the MNIST MLP for one epoch (469 and 480 steps) to the weights
 #     build/mnist_mlp trains with the same global batch and seed, within 1e-5 relative;
 #   - the same for the seeds' CNN (mnist_mlp_mpi --cnn against build/mnist_cnn), one
@@ -51,9 +51,9 @@ equal() {
     else bad "$name: weights differ"; fi
     rm -f "$tmp/one.dlc" "$tmp/two.dlc"
 }
-ONE="$B/mnist_mlp"; COMMON=""; EXTRA=""; TOL=1e-5
-equal "2 ranks (shared memory, non-blocking) = 1 process, batch 128" 128 3 OMPI_MCA_btl=self,vader
-EXTRA="--blocking"
+ONE="$B/mnist_mlp"; COMMON=""; EXTRA="--overlap"; TOL=1e-5
+equal "2 ranks (shared memory, overlapping) = 1 process, batch 128" 128 3 OMPI_MCA_btl=self,vader
+EXTRA=""
 equal "2 ranks (TCP loopback, blocking) = 1 process, batch 125" 125 5 OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo
 # The CNN: one step. Its weight gradients sum thousands of terms per image, so the
 # two orders of summation differ in the last bits, and Adam's first step,
@@ -63,8 +63,8 @@ equal "2 ranks (TCP loopback, blocking) = 1 process, batch 125" 125 5 OMPI_MCA_b
 # differences grow chaotically through ReLU and max-pool switches (3 steps: up to
 # 2e-4; 63 steps: up to 1e-1, with test accuracy equal to 1e-3), so one step is what
 # can be held to a bound.
-ONE="$B/mnist_cnn"; COMMON="--train-samples 64"; EXTRA="--cnn"; TOL=1e-4
-equal "CNN: 2 ranks (shared memory, non-blocking) = 1 process, one step of batch 64" 64 7 OMPI_MCA_btl=self,vader
+ONE="$B/mnist_cnn"; COMMON="--train-samples 64"; EXTRA="--cnn --overlap"; TOL=1e-4
+equal "CNN: 2 ranks (shared memory, overlapping) = 1 process, one step of batch 64" 64 7 OMPI_MCA_btl=self,vader
 ONE=""; COMMON=""; EXTRA=""; TOL=1e-5
 
 # Only rank 0 writes: the ranks run in directories of their own with a relative --save.

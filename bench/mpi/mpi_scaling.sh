@@ -3,8 +3,8 @@
 # Fashion-MNIST per run) on this host, the configurations interleaved round by round:
 #   1x1   build/mnist_mlp --threads 1                 one process, one thread
 #   1x2   build/mnist_mlp --threads 2                 one process, two threads
-#   2x1   mpirun -np 2 build/mnist_mlp_mpi --threads 1  (MPI_Iallreduce overlapping backward)
-#   2x1b  the same with --blocking (MPI_Allreduce)
+#   2x1   mpirun -np 2 build/mnist_mlp_mpi --threads 1  (MPI_Allreduce)
+#   2x1o  the same with --overlap (MPI_Iallreduce overlapping backward)
 #   2ind  two independent 1x1 runs at once, pinned to cores 0 and 1 (no MPI): what
 #         the two cores deliver together; 2 x 1x1 / 2ind is the speedup ceiling
 # at global batch 128 and 512, and the first three (c1x1, c1x2, c2x1) for the seeds'
@@ -61,7 +61,7 @@ while [ "$r" -le "$ROUNDS" ]; do
         run 1x1  "$b" "$B/mnist_mlp" --threads 1
         run 2x1  "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1
         run 1x2  "$b" "$B/mnist_mlp" --threads 2
-        run 2x1b "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --blocking
+        run 2x1o "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --overlap
         pair "$b"
     done
     for b in 64 256; do
@@ -74,7 +74,7 @@ done
 
 # one rank: what each rank computes per step (the unfused update, no partner to wait for)
 for b in 512 256 128 64 8; do
-    run np1 "$b" mpirun -np 1 "$B/mnist_mlp_mpi" --threads 1 --blocking
+    run np1 "$b" mpirun -np 1 "$B/mnist_mlp_mpi" --threads 1
 done
 mpirun -np 2 "$B/mpi_allreduce" 101770 300 >"$out/ar" 2>&1 || { cat "$out/ar" >&2; exit 1; }
 ar_us=$(sed -n 's/^allreduce gradients:.*median \([0-9.]*\) us.*/\1/p' "$out/ar")
@@ -86,7 +86,7 @@ function med(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) /
 { k = $1 " " $2; n[k]++; t[k, n[k]] = $3; c[k, n[k]] = $4; if ($1 == "np1") np1[$2] = ($3 - $4) }
 END {
     printf "\n%-6s %-5s %10s %10s %14s\n", "config", "batch", "best s", "median s", "in MPI calls"
-    split("1x1 1x2 2x1 2x1b 2ind", cfgs, " ")
+    split("1x1 1x2 2x1 2x1o 2ind", cfgs, " ")
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 128 : 512
         for (ci = 1; ci <= 5; ci++) {
@@ -102,11 +102,11 @@ END {
     printf "\nspeedup of 2 ranks x 1 thread (best / median of rounds); efficiency = speedup / 2\n"
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 128 : 512
-        printf "  batch %3d: over 1x1 %.2fx / %.2fx (efficiency %.0f%% / %.0f%%); over 1x2 %.2fx / %.2fx; blocking over 1x1 %.2fx / %.2fx\n", b,
+        printf "  batch %3d: over 1x1 %.2fx / %.2fx (efficiency %.0f%% / %.0f%%); over 1x2 %.2fx / %.2fx; overlapping over 1x1 %.2fx / %.2fx\n", b,
             best["1x1 " b] / best["2x1 " b], mid["1x1 " b] / mid["2x1 " b],
             50 * best["1x1 " b] / best["2x1 " b], 50 * mid["1x1 " b] / mid["2x1 " b],
             best["1x2 " b] / best["2x1 " b], mid["1x2 " b] / mid["2x1 " b],
-            best["1x1 " b] / best["2x1b " b], mid["1x1 " b] / mid["2x1b " b]
+            best["1x1 " b] / best["2x1o " b], mid["1x1 " b] / mid["2x1o " b]
         printf "    ceiling (2 x 1x1 / 2ind: two independent runs at once): %.2fx / %.2fx; 2x1 reaches %.0f%% / %.0f%% of it\n",
             2 * best["1x1 " b] / best["2ind " b], 2 * mid["1x1 " b] / mid["2ind " b],
             100 * (best["1x1 " b] / best["2x1 " b]) / (2 * best["1x1 " b] / best["2ind " b]),
