@@ -3659,6 +3659,150 @@ typedef struct {
     float *part, *dbpart, *dw, *dbias;
 } dl__conv_job;
 
+/* ---- Small outputs: im2col + SGEMM ---------------------------------------------------------
+   The row tiles below hold R = ow pixels when an output row is shorter than a tile: at
+   ow = 3 that is 6 accumulators on AVX-512 (3 rows x 2 vectors), too few to cover the
+   FMA latency. With one group, the windows are then copied into an im2col matrix (K
+   floats per output pixel, against 2 * K * oc flops each) and the SGEMM tiles across
+   rows and images:
+       forward:          y = col * w (+ bias)
+       input gradient:   col = dy * w^T, then each column added back onto its pixel
+       weight gradient:  dw = col^T * dy, dbias = the column sums of dy
+   Measured on a Xeon (AVX-512; n = 64, 3x3 valid, 32 or 64 -> 128 channels), the im2col
+   forward and weight gradient win at ow <= 3 (the seeds' third layer: 1002 -> 539 us and
+   879 -> 577 us) and lose from ow = 5 or 6 on; the input gradient wins up to ow = 7
+   (1357 -> 516 us at ow = 3, 3929 -> 2820 at 7), so it takes this path while 2 * ow <= rmax.
+   Chunks of images keep the matrix within DL__COL_MAX floats. */
+#define DL__COL_MAX ((size_t)1 << 20)
+
+static void dl__ch_add(float *s, const float *x, int c);
+
+typedef struct {
+    const dl__conv *q;
+    const float *src;   /* im2col: x */
+    float *dst;         /* col2im: dx */
+    float *col;
+    int b0, acc;
+} dl__col_job;
+
+static int dl__conv_col(const dl__conv *q, int max_ow) { return q->g == 1 && q->ow <= max_ow; }
+
+/* Images per chunk: at least one, at most n. */
+static int dl__col_chunk(const dl__conv *q)
+{
+    size_t per_image = (size_t)q->oh * q->ow * q->kh * q->kw * q->c, per = DL__COL_MAX / per_image;
+    return per < 1 ? 1 : per > (size_t)q->n ? q->n : (int)per;
+}
+
+/* Rows of image b0 + i: col[(oy*ow + ox), (ky*kw + kx)*c + ci] = the window's pixel or 0. */
+static void dl__im2col_task(void *ctx, int i)
+{
+    const dl__col_job *j = (const dl__col_job *)ctx;
+    const dl__conv *q = j->q;
+    const float *img = j->src + (ptrdiff_t)(j->b0 + i) * q->h * q->w * q->c;
+    float *d = j->col + (ptrdiff_t)i * q->oh * q->ow * q->kh * q->kw * q->c;
+    size_t bytes = (size_t)q->c * sizeof(float);
+    int oy, ox, ky, kx;
+    for (oy = 0; oy < q->oh; oy++)
+        for (ox = 0; ox < q->ow; ox++)
+            for (ky = 0; ky < q->kh; ky++) {
+                int iy = oy * q->sh - q->pt + ky * q->dh;
+                for (kx = 0; kx < q->kw; kx++, d += q->c) {
+                    int ix = ox * q->sw - q->pl + kx * q->dw;
+                    if (iy < 0 || iy >= q->h || ix < 0 || ix >= q->w) memset(d, 0, bytes);
+                    else memcpy(d, img + ((ptrdiff_t)iy * q->w + ix) * q->c, bytes);
+                }
+            }
+}
+
+/* Image b0 + i of dx (+)= the sum of the columns that read each pixel. */
+static void dl__col2im_task(void *ctx, int i)
+{
+    const dl__col_job *j = (const dl__col_job *)ctx;
+    const dl__conv *q = j->q;
+    float *img = j->dst + (ptrdiff_t)(j->b0 + i) * q->h * q->w * q->c;
+    const float *s = j->col + (ptrdiff_t)i * q->oh * q->ow * q->kh * q->kw * q->c;
+    int oy, ox, ky, kx;
+    if (!j->acc) memset(img, 0, (size_t)q->h * q->w * q->c * sizeof(float));
+    for (oy = 0; oy < q->oh; oy++)
+        for (ox = 0; ox < q->ow; ox++)
+            for (ky = 0; ky < q->kh; ky++) {
+                int iy = oy * q->sh - q->pt + ky * q->dh;
+                for (kx = 0; kx < q->kw; kx++, s += q->c) {
+                    int ix = ox * q->sw - q->pl + kx * q->dw;
+                    if (iy >= 0 && iy < q->h && ix >= 0 && ix < q->w)
+                        dl__ch_add(img + ((ptrdiff_t)iy * q->w + ix) * q->c, s, q->c);
+                }
+            }
+}
+
+static void dl__col_run(dl__col_job *j, int nb, void (*fn)(void *, int))
+{
+    int i;
+    if (dl__nthreads > 1 && nb > 1) dl__parallel_for(nb, fn, j, 0);
+    else for (i = 0; i < nb; i++) fn(j, i);
+}
+
+static void dl__conv_fwd_col(const dl__conv *q, const float *x, const float *w, const float *bias, float *y)
+{
+    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, per = dl__col_chunk(q), nb, r;
+    dl__col_job j;
+    memset(&j, 0, sizeof j);
+    j.q = q;
+    j.src = x;
+    j.col = (float *)dl__ws2_get((size_t)per * P * K * sizeof(float));
+    DLCORE_ASSERT(j.col != NULL);
+    if (!j.col) return;
+    for (j.b0 = 0; j.b0 < q->n; j.b0 += nb) {
+        float *yc = y + (ptrdiff_t)j.b0 * P * q->oc;
+        nb = q->n - j.b0 < per ? q->n - j.b0 : per;
+        dl__col_run(&j, nb, dl__im2col_task);
+        if (bias)
+            for (r = 0; r < nb * P; r++) memcpy(yc + (ptrdiff_t)r * q->oc, bias, (size_t)q->oc * sizeof(float));
+        dl_sgemm(0, 0, nb * P, q->oc, K, 1.0f, j.col, K, w, q->oc, bias ? 1.0f : 0.0f, yc, q->oc);
+    }
+}
+
+static void dl__conv_bwd_data_col(const dl__conv *q, const float *dy, const float *w, float *dx, int acc)
+{
+    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, per = dl__col_chunk(q), nb;
+    dl__col_job j;
+    memset(&j, 0, sizeof j);
+    j.q = q;
+    j.dst = dx;
+    j.acc = acc;
+    j.col = (float *)dl__ws2_get((size_t)per * P * K * sizeof(float));
+    DLCORE_ASSERT(j.col != NULL);
+    if (!j.col) return;
+    for (j.b0 = 0; j.b0 < q->n; j.b0 += nb) {
+        nb = q->n - j.b0 < per ? q->n - j.b0 : per;
+        dl_sgemm(0, 1, nb * P, K, q->oc, 1.0f, dy + (ptrdiff_t)j.b0 * P * q->oc, q->oc, w, q->oc, 0.0f, j.col, K);
+        dl__col_run(&j, nb, dl__col2im_task);
+    }
+}
+
+static void dl__conv_bwd_weights_col(const dl__conv *q, const float *x, const float *dy, float *dw, float *dbias,
+                                     int acc)
+{
+    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, per = dl__col_chunk(q), nb, r;
+    dl__col_job j;
+    memset(&j, 0, sizeof j);
+    j.q = q;
+    j.src = x;
+    j.col = (float *)dl__ws2_get((size_t)per * P * K * sizeof(float));
+    DLCORE_ASSERT(j.col != NULL);
+    if (!j.col) return;
+    if (dbias && !acc) memset(dbias, 0, (size_t)q->oc * sizeof(float));
+    for (j.b0 = 0; j.b0 < q->n; j.b0 += nb) {
+        const float *dyc = dy + (ptrdiff_t)j.b0 * P * q->oc;
+        nb = q->n - j.b0 < per ? q->n - j.b0 : per;
+        dl__col_run(&j, nb, dl__im2col_task);
+        dl_sgemm(1, 0, K, q->oc, nb * P, 1.0f, j.col, K, dyc, q->oc, acc || j.b0 > 0 ? 1.0f : 0.0f, dw, q->oc);
+        if (dbias)
+            for (r = 0; r < nb * P; r++) dl__ch_add(dbias, dyc + (ptrdiff_t)r * q->oc, q->oc);
+    }
+}
+
 /* Forward: one image. */
 static void dl__conv_fwd_task(void *ctx, int b)
 {
@@ -3699,6 +3843,7 @@ static void dl__conv_fwd_fast(const dl__conv *q, const float *x, const float *w,
     memset(&j, 0, sizeof j);
     j.q = q;
     dl__conv_isa_get(&j.k);
+    if (dl__conv_col(q, 3)) { dl__conv_fwd_col(q, x, w, bias, y); return; }
     j.nblk = (q->ocg + j.k.nrc - 1) / j.k.nrc;
     j.hp = (q->oh - 1) * q->sh + (q->kh - 1) * q->dh + 1;
     j.wp = (q->ow - 1) * q->sw + (q->kw - 1) * q->dw + 1;
@@ -3796,6 +3941,7 @@ static void dl__conv_bwd_data_fast(const dl__conv *q, const float *dy, const flo
     memset(&j, 0, sizeof j);
     j.q = q;
     dl__conv_isa_get(&j.k);
+    if (dl__conv_col(q, j.k.rmax / 2)) { dl__conv_bwd_data_col(q, dy, w, dx, acc); return; }
     j.nblk = (q->cg + j.k.nrc - 1) / j.k.nrc;
     j.ktap = KT;
     /* few input channels and enough output channels to fill the vectors of the dot kernel */
@@ -3916,6 +4062,7 @@ static void dl__conv_bwd_weights_fast(const dl__conv *q, const float *x, const f
     memset(&j, 0, sizeof j);
     j.q = q;
     dl__conv_isa_get(&j.k);
+    if (dl__conv_col(q, 3)) { dl__conv_bwd_weights_col(q, x, dy, dw, dbias, acc); return; }
     j.k.nrc = dl__conv_dw_nrc(&j.k);
     j.nblk = (q->ocg + j.k.nrc - 1) / j.k.nrc;
     j.hp = (q->oh - 1) * q->sh + (q->kh - 1) * q->dh + 1;

@@ -47,6 +47,7 @@ static const shape shapes[] = {
     { 1, 9, 7, 6, 10, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 1 },     /* 5x5 */
     { 1, 11, 11, 2, 3, 3, 3, 3, 3, 1, 1, 0, 2, 1, 0, 1 },    /* stride 3 beyond the kernel span */
     { 2, 13, 13, 32, 64, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1 },  /* the seeds' second layer */
+    { 2, 5, 5, 64, 128, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1 },   /* the seeds' third layer: 3x3 outputs, im2col */
     { 2, 9, 8, 2, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1 },     /* few channels, stride 2 */
     { 1, 7, 7, 4, 12, 3, 3, 1, 2, 2, 1, 2, 2, 1, 1, 1 },     /* 4 channels, dilation 2 x 1 */
     { 2, 6, 6, 4, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2 },     /* 2 groups of 2 -> 16 */
