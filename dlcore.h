@@ -3009,8 +3009,9 @@ DL__UNUSED static void dl__conv_bwd_weights_ref(const dl__conv *q, const float *
    pixels x NRC output channels is a GEMM microkernel whose A rows are read in place (R
    broadcasts per step, as the SGEMM's row-stride path does) and whose K loop runs over
    the taps and, inside each, over cg contiguous channels; the filters are packed once
-   per call into NRC-wide, zero-padded panels. No im2col matrix exists anywhere: the
-   copy costs h*w*c floats per image against 2*kh*kw*c*oc flops per output pixel.
+   per call into NRC-wide, zero-padded panels. These paths build no im2col matrix (only
+   outputs too narrow for a tile take one, see "Small outputs"): the copy costs h*w*c
+   floats per image against 2*kh*kw*c*oc flops per output pixel.
    - Forward: rows of an output row are split into equal tiles of at most rmax pixels
      (28 = 14 + 14 on AVX-512) rather than full tiles and a thin remainder.
    - Input gradient: the transposed convolution is the same kernel run on the padded dy,

@@ -83,22 +83,21 @@ small_us=$(sed -n 's/^allreduce loss and hits:.*median \([0-9.]*\) us.*/\1/p' "$
 awk -v ar="$ar_us" -v small="$small_us" -v cnn_n="$CNN_SAMPLES" '
 function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function med(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+# row(cfg, b): the best and median seconds of cfg at batch b into best[] and mid[],
+# printed with the median share of time inside MPI calls for the MPI configurations
+function row(cfg, b,   k, m, i, v, w, share) {
+    k = cfg " " b; m = n[k]
+    for (i = 1; i <= m; i++) { v[i] = t[k, i]; w[i] = t[k, i] > 0 ? c[k, i] / t[k, i] : 0 }
+    sort(v, m); sort(w, m)
+    best[k] = v[1]; mid[k] = med(v, m)
+    share = cfg ~ /2x1/ ? sprintf("%13.1f%%", 100 * med(w, m)) : sprintf("%14s", "-")
+    printf "%-6s %-5d %10.3f %10.3f %s\n", cfg, b, v[1], mid[k], share
+}
 { k = $1 " " $2; n[k]++; t[k, n[k]] = $3; c[k, n[k]] = $4; if ($1 == "np1") np1[$2] = ($3 - $4) }
 END {
     printf "\n%-6s %-5s %10s %10s %14s\n", "config", "batch", "best s", "median s", "in MPI calls"
     split("1x1 1x2 2x1 2x1o 2ind", cfgs, " ")
-    for (bi = 1; bi <= 2; bi++) {
-        b = bi == 1 ? 128 : 512
-        for (ci = 1; ci <= 5; ci++) {
-            k = cfgs[ci] " " b
-            m = n[k]; delete v; delete w
-            for (i = 1; i <= m; i++) { v[i] = t[k, i]; w[i] = t[k, i] > 0 ? c[k, i] / t[k, i] : 0 }
-            sort(v, m); sort(w, m)
-            best[k] = v[1]; mid[k] = med(v, m)
-            share = cfgs[ci] ~ /^2x1/ ? sprintf("%13.1f%%", 100 * med(w, m)) : sprintf("%14s", "-")
-            printf "%-6s %-5d %10.3f %10.3f %s\n", cfgs[ci], b, v[1], mid[k], share
-        }
-    }
+    for (bi = 1; bi <= 2; bi++) for (ci = 1; ci <= 5; ci++) row(cfgs[ci], bi == 1 ? 128 : 512)
     printf "\nspeedup of 2 ranks x 1 thread (best / median of rounds); efficiency = speedup / 2\n"
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 128 : 512
@@ -117,15 +116,7 @@ END {
     split("c1x1 c1x2 c2x1", ccfg, " ")
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 64 : 256
-        for (ci = 1; ci <= 3; ci++) {
-            k = ccfg[ci] " " b
-            m = n[k]; delete v; delete w
-            for (i = 1; i <= m; i++) { v[i] = t[k, i]; w[i] = t[k, i] > 0 ? c[k, i] / t[k, i] : 0 }
-            sort(v, m); sort(w, m)
-            best[k] = v[1]; mid[k] = med(v, m)
-            share = ccfg[ci] == "c2x1" ? sprintf("%13.1f%%", 100 * med(w, m)) : sprintf("%14s", "-")
-            printf "%-6s %-5d %10.3f %10.3f %s\n", ccfg[ci], b, v[1], mid[k], share
-        }
+        for (ci = 1; ci <= 3; ci++) row(ccfg[ci], b)
         printf "  batch %3d: 2 ranks x 1 thread over 1x1 %.2fx / %.2fx (best / median), over 1x2 %.2fx / %.2fx\n", b,
             best["c1x1 " b] / best["c2x1 " b], mid["c1x1 " b] / mid["c2x1 " b],
             best["c1x2 " b] / best["c2x1 " b], mid["c1x2 " b] / mid["c2x1 " b]
