@@ -3816,11 +3816,11 @@ static void dl__col2im_task(void *ctx, int i)
             }
 }
 
+/* fn over the chunk's nb images, on the pool when their rows of col are large */
 static void dl__col_run(dl__col_job *j, int nb, void (*fn)(void *, int))
 {
-    int i;
-    if (dl__nthreads > 1 && nb > 1) dl__parallel_for(nb, fn, j, 0);
-    else for (i = 0; i < nb; i++) fn(j, i);
+    const dl__conv *q = j->q;
+    dl__tasks(nb, fn, j, (size_t)nb * q->oh * q->ow * q->kh * q->kw * q->c);
 }
 
 static void dl__conv_fwd_col(const dl__conv *q, const float *x, const float *w, const float *bias, float *y)
