@@ -35,7 +35,8 @@ def ms(s):
     v, u = re.match(r"([\d.]+)(us|ms|s)", s).groups()
     return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[u]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+# anchored: "+/- Stdev" columns such as 90.50% would match an unanchored "50%"
+p50 = ms(re.search(r"^\s*50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"^\s*99%\s+(\S+)", t, re.M).group(1))
 bad = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", t))
 err = re.search(r"Socket errors: (.*)", t)
 print(sys.argv[1], rps, p50, p99, bad, (err.group(1).replace(" ", "") if err else "-"))
