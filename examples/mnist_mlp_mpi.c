@@ -1,9 +1,9 @@
 /* mnist_mlp_mpi - mnist_mlp (or with --cnn mnist_cnn) trained data-parallel over
    MPI ranks: every rank holds the model, trains on its share of each global batch,
    and the gradients are summed with MPI_Allreduce (with --overlap, MPI_Iallreduce
-   while the layers below compute theirs) through dlcore's dl_comm hook. The result is the model one
-   process trains with the same --batch and --seed, up to the order of the gradient
-   sums.
+   while the layers below compute theirs) through dlcore's dl_comm hook. The result
+   is the model one process trains with the same --batch and --seed, up to the order
+   of the gradient sums.
 
    mpirun -np 2 build/mnist_mlp_mpi --data data/fashion-mnist
    (as root add --allow-run-as-root; with more ranks than cores, --oversubscribe)
