@@ -209,53 +209,37 @@ static void run_job(job *jb, const dl_comm *comm)
     dl_dataset_free(&d);
 }
 
-typedef struct thread_arg { job jb; rank_ctx rc; } thread_arg;
+/* ---- ranks as threads ---- */
+typedef struct t_start { void (*fn)(void *); void *arg; } t_start;
 
 /* A rank thread ends by freeing its GEMM packing workspace (dl_thread_release:
    dl_shutdown would also stop the pool the other ranks share). */
 #ifdef _WIN32
-static DWORD WINAPI rank_main(LPVOID p) { thread_arg *a = (thread_arg *)p; run_job(&a->jb, &a->rc.comm); dl_thread_release(); return 0; }
+static DWORD WINAPI t_entry(LPVOID p) { t_start *s = (t_start *)p; s->fn(s->arg); dl_thread_release(); return 0; }
 #else
-static void *rank_main(void *p) { thread_arg *a = (thread_arg *)p; run_job(&a->jb, &a->rc.comm); dl_thread_release(); return NULL; }
+static void *t_entry(void *p) { t_start *s = (t_start *)p; s->fn(s->arg); dl_thread_release(); return NULL; }
 #endif
 
-/* Runs `size` ranks of jb (rank r's seed: jb.seed + r, to show rank 0's wins);
-   rank1_n > 0 gives rank 1 a data set of that size instead. */
-static void run_ranks(const job *jb, int size, long fail_at, int rank1_n, thread_arg *out)
+/* fn(args + r * stride) for r < n, each on a thread of its own; returns when all end. */
+static void run_threads(int n, void (*fn)(void *), void *args, size_t stride)
 {
-    static hub h;
+    t_start s[MAXR];
     int r;
 #ifdef _WIN32
     HANDLE th[MAXR];
 #else
     pthread_t th[MAXR];
 #endif
-    memset(&h, 0, sizeof h);
-    t_init(&h.mu, &h.cv);
-    h.size = size;
-    h.fail_at = fail_at;
-    for (r = 0; r < size; r++) {
-        thread_arg *a = &out[r];
-        memset(a, 0, sizeof *a);
-        a->jb = *jb;
-        a->jb.seed = jb->seed + (uint64_t)r;
-        if (r == 1 && rank1_n > 0) a->jb.n = rank1_n;
-        a->rc.h = &h;
-        a->rc.comm.rank = r;
-        a->rc.comm.size = size;
-        a->rc.comm.user = &a->rc;
-        a->rc.comm.allreduce = fake_allreduce;
-        a->rc.comm.bcast = fake_bcast;
-        if (jb->nonblocking) { a->rc.comm.iallreduce = fake_iallreduce; a->rc.comm.wait = fake_wait; }
-    }
-    for (r = 0; r < size; r++) {
+    for (r = 0; r < n; r++) {
+        s[r].fn = fn;
+        s[r].arg = (char *)args + (size_t)r * stride;
 #ifdef _WIN32
-        th[r] = CreateThread(NULL, 0, rank_main, &out[r], 0, NULL);
+        th[r] = CreateThread(NULL, 0, t_entry, &s[r], 0, NULL);
 #else
-        pthread_create(&th[r], NULL, rank_main, &out[r]);
+        pthread_create(&th[r], NULL, t_entry, &s[r]);
 #endif
     }
-    for (r = 0; r < size; r++) {
+    for (r = 0; r < n; r++) {
 #ifdef _WIN32
         WaitForSingleObject(th[r], INFINITE);
         CloseHandle(th[r]);
@@ -263,6 +247,48 @@ static void run_ranks(const job *jb, int size, long fail_at, int rank1_n, thread
         pthread_join(th[r], NULL);
 #endif
     }
+}
+
+/* A hub for `size` ranks, the collective fail_at failing (0: none). */
+static void hub_init(hub *h, int size, long fail_at)
+{
+    memset(h, 0, sizeof *h);
+    t_init(&h->mu, &h->cv);
+    h->size = size;
+    h->fail_at = fail_at;
+}
+
+/* Rank r of size on hub h, blocking collectives only. */
+static void rank_init(rank_ctx *rc, hub *h, int r, int size)
+{
+    rc->h = h;
+    rc->comm.rank = r;
+    rc->comm.size = size;
+    rc->comm.user = rc;
+    rc->comm.allreduce = fake_allreduce;
+    rc->comm.bcast = fake_bcast;
+}
+
+typedef struct thread_arg { job jb; rank_ctx rc; } thread_arg;
+static void rank_main(void *p) { thread_arg *a = (thread_arg *)p; run_job(&a->jb, &a->rc.comm); }
+
+/* Runs `size` ranks of jb (rank r's seed: jb.seed + r, to show rank 0's wins);
+   rank1_n > 0 gives rank 1 a data set of that size instead. */
+static void run_ranks(const job *jb, int size, long fail_at, int rank1_n, thread_arg *out)
+{
+    static hub h;
+    int r;
+    hub_init(&h, size, fail_at);
+    for (r = 0; r < size; r++) {
+        thread_arg *a = &out[r];
+        memset(a, 0, sizeof *a);
+        a->jb = *jb;
+        a->jb.seed = jb->seed + (uint64_t)r;
+        if (r == 1 && rank1_n > 0) a->jb.n = rank1_n;
+        rank_init(&a->rc, &h, r, size);
+        if (jb->nonblocking) { a->rc.comm.iallreduce = fake_iallreduce; a->rc.comm.wait = fake_wait; }
+    }
+    run_threads(size, rank_main, out, sizeof *out);
 }
 
 /* Largest |a - b| over the largest |a|, per run. */
@@ -528,11 +554,7 @@ static void run_graph(graph_job *j)
 }
 
 typedef struct graph_arg { graph_job jb; rank_ctx rc; } graph_arg;
-#ifdef _WIN32
-static DWORD WINAPI graph_main(LPVOID p) { run_graph(&((graph_arg *)p)->jb); dl_thread_release(); return 0; }
-#else
-static void *graph_main(void *p) { run_graph(&((graph_arg *)p)->jb); dl_thread_release(); return NULL; }
-#endif
+static void graph_main(void *p) { run_graph(&((graph_arg *)p)->jb); }
 
 DL_TEST(graph_step_with_a_comm_equals_one_graph)
 {
@@ -540,45 +562,19 @@ DL_TEST(graph_step_with_a_comm_equals_one_graph)
     graph_arg a[2];
     graph_job one;
     int r;
-#ifdef _WIN32
-    HANDLE th[2];
-#else
-    pthread_t th[2];
-#endif
     memset(&one, 0, sizeof one);
     one.rows = 8;
     run_graph(&one);
     DL_CHECK_EQ_INT(one.rc, DL_OK);
-    memset(&h, 0, sizeof h);
-    t_init(&h.mu, &h.cv);
-    h.size = 2;
+    hub_init(&h, 2, 0);
     memset(a, 0, sizeof a);
     for (r = 0; r < 2; r++) {
-        a[r].rc.h = &h;
-        a[r].rc.comm.rank = r;
-        a[r].rc.comm.size = 2;
-        a[r].rc.comm.user = &a[r].rc;
-        a[r].rc.comm.allreduce = fake_allreduce;
-        a[r].rc.comm.bcast = fake_bcast;
+        rank_init(&a[r].rc, &h, r, 2);
         a[r].jb.comm = &a[r].rc.comm;
         a[r].jb.rows = r ? 5 : 3;   /* rows [0, 3) and [3, 8) */
         a[r].jb.first = r ? 3 : 0;
     }
-    for (r = 0; r < 2; r++) {
-#ifdef _WIN32
-        th[r] = CreateThread(NULL, 0, graph_main, &a[r], 0, NULL);
-#else
-        pthread_create(&th[r], NULL, graph_main, &a[r]);
-#endif
-    }
-    for (r = 0; r < 2; r++) {
-#ifdef _WIN32
-        WaitForSingleObject(th[r], INFINITE);
-        CloseHandle(th[r]);
-#else
-        pthread_join(th[r], NULL);
-#endif
-    }
+    run_threads(2, graph_main, a, sizeof a[0]);
     for (r = 0; r < 2; r++) {
         DL_CHECK_EQ_INT(a[r].jb.rc, DL_OK);
         DL_CHECK(rel_diff(one.w, a[r].jb.w, 18) <= 1e-5);
@@ -603,52 +599,20 @@ static void eval_job(eval_arg *a, const dl_comm *comm)
     dl_dataset_free(&d);
 }
 
-#ifdef _WIN32
-static DWORD WINAPI eval_main(LPVOID p) { eval_arg *a = (eval_arg *)p; eval_job(a, &a->rc.comm); dl_thread_release(); return 0; }
-#else
-static void *eval_main(void *p) { eval_arg *a = (eval_arg *)p; eval_job(a, &a->rc.comm); dl_thread_release(); return NULL; }
-#endif
+static void eval_main(void *p) { eval_arg *a = (eval_arg *)p; eval_job(a, &a->rc.comm); }
 
 DL_TEST(evaluate_over_more_ranks_than_samples)
 {
     static hub h;
     eval_arg one, a[3];
     int r;
-#ifdef _WIN32
-    HANDLE th[3];
-#else
-    pthread_t th[3];
-#endif
     memset(&one, 0, sizeof one);
     eval_job(&one, NULL);
     DL_CHECK_EQ_INT(one.rc_eval, DL_OK);
-    memset(&h, 0, sizeof h);
-    t_init(&h.mu, &h.cv);
-    h.size = 3;
+    hub_init(&h, 3, 0);
     memset(a, 0, sizeof a);
-    for (r = 0; r < 3; r++) {
-        a[r].rc.h = &h;
-        a[r].rc.comm.rank = r;
-        a[r].rc.comm.size = 3;
-        a[r].rc.comm.user = &a[r].rc;
-        a[r].rc.comm.allreduce = fake_allreduce;
-        a[r].rc.comm.bcast = fake_bcast;
-    }
-    for (r = 0; r < 3; r++) {
-#ifdef _WIN32
-        th[r] = CreateThread(NULL, 0, eval_main, &a[r], 0, NULL);
-#else
-        pthread_create(&th[r], NULL, eval_main, &a[r]);
-#endif
-    }
-    for (r = 0; r < 3; r++) {
-#ifdef _WIN32
-        WaitForSingleObject(th[r], INFINITE);
-        CloseHandle(th[r]);
-#else
-        pthread_join(th[r], NULL);
-#endif
-    }
+    for (r = 0; r < 3; r++) rank_init(&a[r].rc, &h, r, 3);
+    run_threads(3, eval_main, a, sizeof a[0]);
     for (r = 0; r < 3; r++) {
         DL_CHECK_EQ_INT(a[r].rc_eval, DL_OK);
         DL_CHECK_EQ_INT(a[r].mt.n, 2);
