@@ -5,10 +5,12 @@
 #ifndef DLTEST_ALLOC_H
 #define DLTEST_ALLOC_H
 #include <stdlib.h>
+/* Atomic: the thread pool's workers allocate their workspaces too. */
 static long g_allocs;
 static size_t g_alloc_bytes;   /* bytes asked for (a realloc counts its new size) */
-static void *count_malloc(size_t n) { g_allocs++; g_alloc_bytes += n; return malloc(n); }
-static void *count_realloc(void *p, size_t n) { g_allocs++; g_alloc_bytes += n; return realloc(p, n); }
+static void count_one(size_t n) { __sync_fetch_and_add(&g_allocs, 1); __sync_fetch_and_add(&g_alloc_bytes, n); }
+static void *count_malloc(size_t n) { count_one(n); return malloc(n); }
+static void *count_realloc(void *p, size_t n) { count_one(n); return realloc(p, n); }
 #define DLCORE_MALLOC(n) count_malloc(n)
 #define DLCORE_REALLOC(p, n) count_realloc(p, n)
 #define DLCORE_FREE(p) free(p)

@@ -6,16 +6,8 @@
    first call. Shapes: strides 1/2, dilation 2, groups and depthwise, a kernel larger
    than its input, 1x1 images, batch 1, odd channel counts, few input channels, and one
    above the threading threshold (the per-task weight-gradient sums and their reduction). */
-#include <stdlib.h>
-static long test_allocs;
-static void *test_malloc(size_t n) { __sync_fetch_and_add(&test_allocs, 1); return malloc(n); }
-__attribute__((unused)) static void *test_realloc(void *p, size_t n) { __sync_fetch_and_add(&test_allocs, 1); return realloc(p, n); }
-#define DLCORE_MALLOC(sz) test_malloc(sz)
-#define DLCORE_REALLOC(p, sz) test_realloc(p, sz)
-#define DLCORE_FREE(p) free(p)
-#define DLCORE_IMPLEMENTATION
-#include "dlcore.h"
-#include "tests/dltest.h"
+#include "dltest_alloc.h"
+#include "dltest.h"
 #include <float.h>
 
 static unsigned test_seed = 777u;
@@ -387,12 +379,12 @@ DL_TEST(no_allocation_after_first_call)
             y = malloc(f.ny * sizeof(float)); dx = malloc(f.nx * sizeof(float));
             dw = malloc(f.nw * sizeof(float)); db = malloc(f.p.oc * sizeof(float));
             for (rep = 0; rep < 2; rep++) {
-                if (rep == 1) before = test_allocs;
+                if (rep == 1) before = g_allocs;
                 dl_conv2d_fwd(&f.p, f.x, f.w, f.bias, y);
                 dl_conv2d_bwd_data(&f.p, f.dy, f.w, dx, 0);
                 dl_conv2d_bwd_weights(&f.p, f.x, f.dy, dw, db, 0);
             }
-            DL_CHECK_EQ_INT(test_allocs - before, 0);
+            DL_CHECK_EQ_INT(g_allocs - before, 0);
             free(y); free(dx); free(dw); free(db);
             fixture_free(&f);
         }

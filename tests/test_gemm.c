@@ -2,16 +2,8 @@
    all edges of m/n/k around the tile and block sizes, all transposes, alpha/beta
    cases, padded leading dimensions, NaN garbage under beta = 0; plus the ISA/thread
    API, thread-count independence and zero allocations after warm-up. */
-#include <stdlib.h>
-static long test_allocs;
-static void *test_malloc(size_t n) { __sync_fetch_and_add(&test_allocs, 1); return malloc(n); }
-__attribute__((unused)) static void *test_realloc(void *p, size_t n) { __sync_fetch_and_add(&test_allocs, 1); return realloc(p, n); }
-#define DLCORE_MALLOC(sz) test_malloc(sz)
-#define DLCORE_REALLOC(p, sz) test_realloc(p, sz)
-#define DLCORE_FREE(p) free(p)
-#define DLCORE_IMPLEMENTATION
-#include "dlcore.h"
-#include "tests/dltest.h"
+#include "dltest_alloc.h"
+#include "dltest.h"
 #include <float.h>
 
 static unsigned test_seed = 12345u;
@@ -241,12 +233,12 @@ DL_TEST(thread_release_frees_the_workspace)
     for (i = 0; i < N * N; i++) a[i] = test_rand();
     dl_set_threads(1);
     dl_sgemm(0, 0, N, N, N, 1.0f, a, N, a, N, 0.0f, c1, N);
-    before = test_allocs;
+    before = g_allocs;
     dl_sgemm(0, 0, N, N, N, 1.0f, a, N, a, N, 0.0f, c2, N);
-    DL_CHECK_EQ_INT(test_allocs, before);
+    DL_CHECK_EQ_INT(g_allocs, before);
     dl_thread_release();
     dl_sgemm(0, 0, N, N, N, 1.0f, a, N, a, N, 0.0f, c2, N);
-    DL_CHECK(test_allocs > before);
+    DL_CHECK(g_allocs > before);
     DL_CHECK(memcmp(c1, c2, N * N * sizeof(float)) == 0);
     free(a); free(c1); free(c2);
 }
@@ -320,12 +312,12 @@ DL_TEST(sgemm_threads_deterministic)
 static long gemm_pass(const float *a, const float *b, float *c)
 {
     static const int shapes[4][3] = { { 128, 128, 784 }, { 128, 10, 128 }, { 784, 128, 128 }, { 300, 300, 300 } };
-    long before = test_allocs;
+    long before = g_allocs;
     int s, ta;
     for (s = 0; s < 4; s++)
         for (ta = 0; ta < 4; ta++)
             dl_sgemm(ta & 1, ta >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, a, 784, b, 784, 0.0f, c, 784);
-    return test_allocs - before;
+    return g_allocs - before;
 }
 
 DL_TEST(sgemm_no_alloc_after_first_pass)
