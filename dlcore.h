@@ -3823,16 +3823,25 @@ static void dl__col_run(dl__col_job *j, int nb, void (*fn)(void *, int))
     dl__tasks(nb, fn, j, (size_t)nb * q->oh * q->ow * q->kh * q->kw * q->c);
 }
 
+/* A job for q with its im2col matrix in the calling thread's workspace; returns the
+   images per chunk, 0 if the workspace cannot be had. */
+static int dl__col_begin(dl__col_job *j, const dl__conv *q)
+{
+    int per = dl__col_chunk(q);
+    memset(j, 0, sizeof *j);
+    j->q = q;
+    j->col = (float *)dl__ws2_get((size_t)per * q->oh * q->ow * q->kh * q->kw * q->c * sizeof(float));
+    DLCORE_ASSERT(j->col != NULL);
+    return j->col ? per : 0;
+}
+
 static void dl__conv_fwd_col(const dl__conv *q, const float *x, const float *w, const float *bias, float *y)
 {
-    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, per = dl__col_chunk(q), nb, r;
+    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, nb, r;
     dl__col_job j;
-    memset(&j, 0, sizeof j);
-    j.q = q;
+    int per = dl__col_begin(&j, q);
+    if (!per) return;
     j.src = x;
-    j.col = (float *)dl__ws2_get((size_t)per * P * K * sizeof(float));
-    DLCORE_ASSERT(j.col != NULL);
-    if (!j.col) return;
     for (j.b0 = 0; j.b0 < q->n; j.b0 += nb) {
         float *yc = y + (ptrdiff_t)j.b0 * P * q->oc;
         nb = q->n - j.b0 < per ? q->n - j.b0 : per;
@@ -3845,15 +3854,12 @@ static void dl__conv_fwd_col(const dl__conv *q, const float *x, const float *w, 
 
 static void dl__conv_bwd_data_col(const dl__conv *q, const float *dy, const float *w, float *dx, int acc)
 {
-    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, per = dl__col_chunk(q), nb;
+    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, nb;
     dl__col_job j;
-    memset(&j, 0, sizeof j);
-    j.q = q;
+    int per = dl__col_begin(&j, q);
+    if (!per) return;
     j.dst = dx;
     j.acc = acc;
-    j.col = (float *)dl__ws2_get((size_t)per * P * K * sizeof(float));
-    DLCORE_ASSERT(j.col != NULL);
-    if (!j.col) return;
     for (j.b0 = 0; j.b0 < q->n; j.b0 += nb) {
         nb = q->n - j.b0 < per ? q->n - j.b0 : per;
         dl_sgemm(0, 1, nb * P, K, q->oc, 1.0f, dy + (ptrdiff_t)j.b0 * P * q->oc, q->oc, w, q->oc, 0.0f, j.col, K);
@@ -3864,14 +3870,11 @@ static void dl__conv_bwd_data_col(const dl__conv *q, const float *dy, const floa
 static void dl__conv_bwd_weights_col(const dl__conv *q, const float *x, const float *dy, float *dw, float *dbias,
                                      int acc)
 {
-    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, per = dl__col_chunk(q), nb, r;
+    int K = q->kh * q->kw * q->c, P = q->oh * q->ow, nb, r;
     dl__col_job j;
-    memset(&j, 0, sizeof j);
-    j.q = q;
+    int per = dl__col_begin(&j, q);
+    if (!per) return;
     j.src = x;
-    j.col = (float *)dl__ws2_get((size_t)per * P * K * sizeof(float));
-    DLCORE_ASSERT(j.col != NULL);
-    if (!j.col) return;
     if (dbias && !acc) memset(dbias, 0, (size_t)q->oc * sizeof(float));
     for (j.b0 = 0; j.b0 < q->n; j.b0 += nb) {
         const float *dyc = dy + (ptrdiff_t)j.b0 * P * q->oc;
