@@ -4661,53 +4661,69 @@ DLDEF void dl_gemm_u8s8s32(int m, int n, int k, const uint8_t *a, int lda, const
 DLDEF const char *dl_int8_kernel_name(void) { return dl__i8_names[dl__i8_variant()]; }
 
 /* ---- 1.9 Row quantization: floats -> 7-bit codes for the int8 GEMM's A -------------------
-   q = clamp(rne(x * inv) + zp, 0, 127). The AVX2 loop multiplies and rounds exactly as
-   the scalar one does (one f32 multiply, round to nearest even), so the codes agree. */
+   q = clamp(rne(x * inv) + zp, 0, 127). The vector loops multiply and round exactly as
+   the scalar one does (one f32 multiply, round to nearest even), so the codes agree.
+   x * inv is clamped to [-256, 256] before rounding: that changes no code (zp is in
+   [0, 127]) and keeps the conversion in range for a value far outside a fixed range or
+   an inf (a NaN gives code 0 everywhere). */
 static void dl__quant_scalar(const float *x, uint8_t *q, int i, int n, float inv, int zp)
 {
     for (; i < n; i++) {
-        long v = lrintf(x[i] * inv) + zp;
+        float f = x[i] * inv;
+        long v;
+        f = f > -256.0f ? f : -256.0f;   /* a NaN goes to -256 as maxps takes it there */
+        v = lrintf(f < 256.0f ? f : 256.0f) + zp;
         q[i] = (uint8_t)(v < 0 ? 0 : v > 127 ? 127 : v);
     }
 }
 
-/* min(0, x) and max(0, x) over a row: zero stays exactly representable. */
-static void dl__minmax_scalar(const float *x, int i, int n, float *lo, float *hi)
+/* min(0, x) and max(0, x) over a row (zero stays exactly representable), and whether the
+   row holds an inf or a NaN (all exponent bits set): the quantizer is the first to read
+   a dl_predict input, so it checks it on the way. */
+static int dl__minmax_scalar(const float *x, int i, int n, float *lo, float *hi)
 {
     float l = *lo, h = *hi;   /* locals: through the pointers every step would be a store */
+    uint32_t bad = 0;
     for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
         l = x[i] < l ? x[i] : l;
         h = x[i] > h ? x[i] : h;
     }
     *lo = l;
     *hi = h;
+    return bad != 0;
 }
 
 #ifdef DL__X86
 DL__TARGET("avx2") static void dl__quant_avx2(const float *x, uint8_t *q, int n, float inv, int zp)
 {
     int i = 0;
-    __m256 vi = _mm256_set1_ps(inv);
+    const __m256 vi = _mm256_set1_ps(inv), top = _mm256_set1_ps(256.0f), bottom = _mm256_set1_ps(-256.0f);
     __m256i vz = _mm256_set1_epi32(zp), v127 = _mm256_set1_epi8(127), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+#define DL__Q8(o) _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps( \
+        _mm256_mul_ps(_mm256_loadu_ps(x + i + o), vi), bottom), top)), vz)
     /* 32 at a time: the saturating packs clamp below at 0 (values above 127 clamp at
        32767 / 255 first, then at 127), the permute undoes their lane interleave */
     for (; i + 32 <= n; i += 32) {
-        __m256i v0 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi)), vz);
-        __m256i v1 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vi)), vz);
-        __m256i v2 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), vi)), vz);
-        __m256i v3 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), vi)), vz);
+        __m256i v0 = DL__Q8(0), v1 = DL__Q8(8), v2 = DL__Q8(16), v3 = DL__Q8(24);
         __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
         w = _mm256_min_epu8(_mm256_permutevar8x32_epi32(w, perm), v127);
         _mm256_storeu_si256((__m256i *)(q + i), w);
     }
+#undef DL__Q8
     dl__quant_scalar(x, q, i, n, inv, zp);
 }
 
-DL__TARGET("avx2") static void dl__minmax_avx2(const float *x, int n, float *lo, float *hi)
+DL__TARGET("avx2") static int dl__minmax_avx2(const float *x, int n, float *lo, float *hi)
 {
-    int i = 0;
+    int i = 0, bad;
+    const __m256i e = _mm256_set1_epi32(0x7f800000);
     __m256 l0 = _mm256_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
+    __m256i nf = _mm256_setzero_si256();
     float t[8];
+#define DL__NF(v) _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(v), e), e)
     for (; i + 32 <= n; i += 32) {   /* four chains: min/max latency would bound one */
         __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
         __m256 v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
@@ -4715,19 +4731,90 @@ DL__TARGET("avx2") static void dl__minmax_avx2(const float *x, int n, float *lo,
         l1 = _mm256_min_ps(l1, v1); h1 = _mm256_max_ps(h1, v1);
         l2 = _mm256_min_ps(l2, v2); h2 = _mm256_max_ps(h2, v2);
         l3 = _mm256_min_ps(l3, v3); h3 = _mm256_max_ps(h3, v3);
+        nf = _mm256_or_si256(nf, _mm256_or_si256(_mm256_or_si256(DL__NF(v0), DL__NF(v1)), _mm256_or_si256(DL__NF(v2), DL__NF(v3))));
     }
     for (; i + 8 <= n; i += 8) {   /* the rest in whole vectors too: 784 = 24 x 32 + 16 */
         __m256 v = _mm256_loadu_ps(x + i);
         l1 = _mm256_min_ps(l1, v); h1 = _mm256_max_ps(h1, v);
+        nf = _mm256_or_si256(nf, DL__NF(v));
     }
+#undef DL__NF
+    bad = !_mm256_testz_si256(nf, nf);
     l0 = _mm256_min_ps(_mm256_min_ps(l0, l1), _mm256_min_ps(l2, l3));
     h0 = _mm256_max_ps(_mm256_max_ps(h0, h1), _mm256_max_ps(h2, h3));
     _mm256_storeu_ps(t, l0);
     dl__minmax_scalar(t, 0, 8, lo, hi);
     _mm256_storeu_ps(t, h0);
     dl__minmax_scalar(t, 0, 8, lo, hi);
-    dl__minmax_scalar(x, i, n, lo, hi);
+    return dl__minmax_scalar(x, i, n, lo, hi) | bad;
 }
+
+DL__GXX_UNINIT_OFF
+/* AVX-512: 64 at a time through the saturating packs as in AVX2 (vpmovdb to memory is
+   slow on AMD), the tail 16 at a time under a mask through vpmovdb. A finite row
+   quantized by its own range has |x * inv| <= 127 and skips the clamp. */
+DL__TARGET("avx512f,avx512bw") DL__INLINE_ALWAYS __m512i dl__q16_avx512(__m512 v, __m512 inv, __m512i zp, const int clamp)
+{
+    __m512 f = _mm512_mul_ps(v, inv);
+    if (clamp) f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-256.0f)), _mm512_set1_ps(256.0f));
+    return _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+}
+
+DL__TARGET("avx512f,avx512bw") DL__INLINE_ALWAYS void dl__quant512(const float *x, uint8_t *q, int n, float inv, int zp, const int clamp)
+{
+    int i = 0;
+    const __m512 vi = _mm512_set1_ps(inv);
+    const __m512i vz = _mm512_set1_epi32(zp), zero = _mm512_setzero_si512(), v127 = _mm512_set1_epi32(127);
+    const __m512i b127 = _mm512_set1_epi8(127), perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (; i + 64 <= n; i += 64) {
+        __m512i a = dl__q16_avx512(_mm512_loadu_ps(x + i), vi, vz, clamp);
+        __m512i b = dl__q16_avx512(_mm512_loadu_ps(x + i + 16), vi, vz, clamp);
+        __m512i c = dl__q16_avx512(_mm512_loadu_ps(x + i + 32), vi, vz, clamp);
+        __m512i d = dl__q16_avx512(_mm512_loadu_ps(x + i + 48), vi, vz, clamp);
+        __m512i w = _mm512_packus_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+        _mm512_storeu_si512((void *)(q + i), _mm512_min_epu8(_mm512_permutexvar_epi32(perm, w), b127));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1u);
+        __m512i v = dl__q16_avx512(_mm512_maskz_loadu_ps(m, x + i), vi, vz, clamp);
+        _mm512_mask_cvtepi32_storeu_epi8(q + i, m, _mm512_min_epi32(_mm512_max_epi32(v, zero), v127));
+    }
+}
+
+DL__TARGET("avx512f,avx512bw") static void dl__quant_avx512(const float *x, uint8_t *q, int n, float inv, int zp, int clamp)
+{
+    if (clamp) dl__quant512(x, q, n, inv, zp, 1);
+    else dl__quant512(x, q, n, inv, zp, 0);
+}
+
+DL__TARGET("avx512f") static int dl__minmax_avx512(const float *x, int n, float *lo, float *hi)
+{
+    int i = 0;
+    const __m512i e = _mm512_set1_epi32(0x7f800000);
+    __m512 l0 = _mm512_setzero_ps(), h0 = l0, l1 = l0, h1 = l0;
+    unsigned bad = 0;
+    float l, h;
+#define DL__NF(v) _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), e), e)
+    for (; i + 32 <= n; i += 32) {   /* two chains: 784 = 24 x 32 + 16 */
+        __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        l0 = _mm512_min_ps(l0, v0); h0 = _mm512_max_ps(h0, v0);
+        l1 = _mm512_min_ps(l1, v1); h1 = _mm512_max_ps(h1, v1);
+        bad |= (unsigned)DL__NF(v0) | (unsigned)DL__NF(v1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        l1 = _mm512_min_ps(l1, v); h1 = _mm512_max_ps(h1, v);
+        bad |= (unsigned)DL__NF(v);
+    }
+#undef DL__NF
+    l = _mm512_reduce_min_ps(_mm512_min_ps(l0, l1));
+    h = _mm512_reduce_max_ps(_mm512_max_ps(h0, h1));
+    if (l < *lo) *lo = l;
+    if (h > *hi) *hi = h;
+    return bad != 0;
+}
+DL__GXX_UNINIT_ON
 #endif
 
 /* Per-row parameters from a range [lo, hi] that holds 0: x ~ scale * (q - zp). */
@@ -4735,29 +4822,38 @@ static void dl__quant_params(float lo, float hi, float *scale, int *zp)
 {
     float s = (hi - lo) / 127.0f;
     long z;
-    if (!(s > 0.0f) || !isfinite(s)) s = 1.0f;
+    if (!(s > 0.0f) || !isfinite(s)) { *scale = 1.0f; *zp = 0; return; }   /* all zeros, or inf / NaN */
     z = lrintf(-lo / s);
     *scale = s;
     *zp = (int)(z < 0 ? 0 : z > 127 ? 127 : z);
 }
 
-/* Quantizes n values; lo/hi NULL: the row's own range (dynamic), else that range. */
-static void dl__quant_row(const float *x, uint8_t *q, int n, const float *range, float *scale, int *zp)
+/* Quantizes n values; range NULL: the row's own range (dynamic), else that range.
+   Returns nonzero when the row's own range was asked for and the row holds an inf or a
+   NaN (its codes then use scale 1 and zero point 0, the same on every ISA); with a
+   fixed range the row is not checked. */
+static int dl__quant_row(const float *x, uint8_t *q, int n, const float *range, float *scale, int *zp)
 {
-    float lo = 0.0f, hi = 0.0f;
-    if (range) { lo = range[0]; hi = range[1]; }
-    else {
+    float lo = 0.0f, hi = 0.0f, inv;
+    int bad;
+    if (range) { lo = range[0]; hi = range[1]; bad = 0; }
+    else switch (dl__isa_cur) {
 #ifdef DL__X86
-        if (dl__isa_cur != DL__ISA_SCALAR) dl__minmax_avx2(x, n, &lo, &hi);
-        else
+        case DL__ISA_AVX512: bad = dl__minmax_avx512(x, n, &lo, &hi); break;
+        case DL__ISA_AVX2:   bad = dl__minmax_avx2(x, n, &lo, &hi); break;
 #endif
-        dl__minmax_scalar(x, 0, n, &lo, &hi);
+        default:             bad = dl__minmax_scalar(x, 0, n, &lo, &hi); break;
     }
+    if (bad) lo = hi = 0.0f;   /* scale 1, zero point 0: the ISAs' min and max treat a NaN differently */
     dl__quant_params(lo, hi, scale, zp);
+    inv = 1.0f / *scale;
 #ifdef DL__X86
-    if (dl__isa_cur != DL__ISA_SCALAR) { dl__quant_avx2(x, q, n, 1.0f / *scale, *zp); return; }
+    if (dl__isa_cur == DL__ISA_AVX512 && dl__have_avx512bwdq) dl__quant_avx512(x, q, n, inv, *zp, range || bad);
+    else if (dl__isa_cur != DL__ISA_SCALAR) dl__quant_avx2(x, q, n, inv, *zp);
+    else
 #endif
-    dl__quant_scalar(x, q, 0, n, 1.0f / *scale, *zp);
+    dl__quant_scalar(x, q, 0, n, inv, *zp);
+    return bad;
 }
 
 /* ==== 1.10 Half floats: storage only, widened on load (F16C, NEON fcvt, scalar) ============
@@ -9003,6 +9099,15 @@ DLDEF void dl_metrics_print(const dl_metrics *mt, FILE *out)
         fprintf(out, "%5d  %9.4f  %6.4f  %6.4f\n", i, (double)mt->precision[i], (double)mt->recall[i], (double)mt->f1[i]);
 }
 
+/* dl_predict's input check: samples first.. of x (rows of xs floats) must be finite. */
+static int dl__predict_check(const float *x, size_t n, size_t xs, size_t first)
+{
+    size_t bad = dl__find_nonfinite(x, n * xs);
+    if (bad == n * xs) return DL_OK;
+    return dl__error("dl_predict: sample %zu, feature %zu is %g; inputs must be finite", first + bad / xs, bad % xs,
+                     (double)x[bad]);
+}
+
 DLDEF int dl_predict(dl_model *m, const float *x, int n, float *out)
 {
     int first, bs;
@@ -9011,12 +9116,8 @@ DLDEF int dl_predict(dl_model *m, const float *x, int n, float *out)
     if (!x || !out || n < 0) return dl__error("dl_predict: NULL data or negative count");
     if (n == 0) return DL_OK;
     xs = (size_t)dl_input_size(m);
-    {
-        size_t bad = dl__find_nonfinite(x, (size_t)n * xs);
-        if (bad < (size_t)n * xs)
-            return dl__error("dl_predict: sample %zu, feature %zu is %g; inputs must be finite", bad / xs, bad % xs, (double)x[bad]);
-    }
-    if (m->q) return dl__qpredict(m, x, n, out);
+    if (m->q) return dl__qpredict(m, x, n, out);   /* checks x as it quantizes it */
+    if (dl__predict_check(x, (size_t)n, xs, 0) != DL_OK) return DL_ERR;
     if (dl__reserve_upto(m, n < 256 ? n : 256) != DL_OK) return DL_ERR;
     bs = m->g->max_batch;
     os = (size_t)m->out_size;
@@ -9503,8 +9604,11 @@ static int dl__qbatch_norm(dl_model *m, int li, float *x, int rows, dl_shape s, 
 
 /* The int8 forward of rows x[0..rows): leaves the logits (the final activation that the
    loss absorbs left out, as the graph does) in *out_buf, which points into the
-   workspace. calib (or NULL): per layer [lo, hi] widened by each int8 layer's input. */
-static int dl__qforward(dl_model *m, const float *x, int rows, float **out_buf, float *calib)
+   workspace. calib (or NULL): per layer [lo, hi] widened by each int8 layer's input.
+   first >= 0: x is dl_predict's samples first.. and not yet checked for inf and NaN.
+   A first layer that quantizes each row by its own range reads every value anyway and
+   checks them on the way; otherwise they are scanned here. */
+static int dl__qforward(dl_model *m, const float *x, int rows, float **out_buf, float *calib, long first)
 {
     float *f0 = NULL, *f1 = NULL, *sx = NULL, *cur;
     int *zx = NULL, i, r, fused = dl__fused_activation(m->loss_kind), width = dl_input_size(m);
@@ -9517,6 +9621,10 @@ static int dl__qforward(dl_model *m, const float *x, int rows, float **out_buf, 
     for (i = 0; i < m->n_layers; i++) {
         int k = m->layers[i].kind;
         if (k != DL_LAYER_FLATTEN && k != DL_LAYER_RESHAPE && k != DL_LAYER_DROPOUT) break;
+    }
+    if (first >= 0 && !(i < m->n_layers && m->layers[i].kind == DL_LAYER_DENSE && m->q[i].in && !m->q[i].has_range)) {
+        if (dl__predict_check(x, (size_t)rows, (size_t)width, (size_t)first) != DL_OK) return DL_ERR;
+        first = -1;
     }
     if (i < m->n_layers && m->layers[i].kind != DL_LAYER_ACTIVATION && m->layers[i].kind != DL_LAYER_BATCH_NORM) {
         cur = (float *)(uintptr_t)x;   /* only read: the first write goes to f0 or f1 */
@@ -9551,7 +9659,10 @@ static int dl__qforward(dl_model *m, const float *x, int rows, float **out_buf, 
                     for (r = 0; r < rows; r++) dl__minmax_scalar(cur + (size_t)r * width, 0, width, &cr[0], &cr[1]);
                 }
                 for (r = 0; r < n; r++)
-                    dl__quant_row(cur + (size_t)r * k, codes + (size_t)r * k, k, q->has_range ? q->range : NULL, &sx[r], &zx[r]);
+                    if (dl__quant_row(cur + (size_t)r * k, codes + (size_t)r * k, k, q->has_range ? q->range : NULL, &sx[r],
+                                      &zx[r]) && first >= 0)   /* names the first bad value: rows before were sound */
+                        return dl__predict_check(x, (size_t)rows, (size_t)dl_input_size(m), (size_t)first);
+                first = -1;
                 c.q = q; c.sx = sx; c.zx = zx; c.y = next; c.relu = act == DL_RELU;
                 c.bias = bi >= 0 ? dl__param_value(m, bi).data : NULL;
                 dl__i8_gemm(dl__i8_variant(), n, q->out, q->in, codes, k, q->packed, NULL, 0, dl__qepi, &c);
@@ -9592,7 +9703,7 @@ static int dl__qpredict(dl_model *m, const float *x, int n, float *out)
     for (first = 0; first < n; first += chunk) {
         int cur = n - first < chunk ? n - first : chunk;
         float *y;
-        if (dl__qforward(m, x + (size_t)first * dl_input_size(m), cur, &y, NULL) != DL_OK) return DL_ERR;
+        if (dl__qforward(m, x + (size_t)first * dl_input_size(m), cur, &y, NULL, first) != DL_OK) return DL_ERR;
         if (last == fused) dl__act_rows(y, cur, os, last, 0.0f);
         memcpy(out + (size_t)first * os, y, (size_t)cur * os * sizeof(float));
     }
@@ -9613,7 +9724,7 @@ static int dl__qeval(dl_model *m, const dl_dataset *d, float *loss, float *acc, 
         const float *y = d->y + (size_t)first * d->y_size;
         if (d->x) memcpy(xb, d->x + (size_t)first * d->x_size, (size_t)cur * d->x_size * sizeof(float));
         else dl__u8_to_f32(d->x8 + (size_t)first * d->x_size, xb, (size_t)cur * d->x_size);
-        if (dl__qforward(m, xb, cur, &z, NULL) != DL_OK) { DLCORE_FREE(xb); return DL_ERR; }
+        if (dl__qforward(m, xb, cur, &z, NULL, -1) != DL_OK) { DLCORE_FREE(xb); return DL_ERR; }
         for (i = 0; i < cur; i++) {
             const float *zi = z + (size_t)i * os;
             if (m->loss_kind == DL_LOSS_SPARSE_CE) {
@@ -9683,7 +9794,7 @@ DLDEF int dl_quantize_int8(dl_model *m, const dl_quant_opts *opts)
             float *z;
             if (d->x) memcpy(xb, d->x + (size_t)first * d->x_size, (size_t)cur * d->x_size * sizeof(float));
             else dl__u8_to_f32(d->x8 + (size_t)first * d->x_size, xb, (size_t)cur * d->x_size);
-            rc = dl__qforward(m, xb, cur, &z, calib);
+            rc = dl__qforward(m, xb, cur, &z, calib, -1);
         }
         for (i = 0; rc == DL_OK && i < m->n_layers; i++)
             if (m->q[i].in) { m->q[i].has_range = 1; m->q[i].range[0] = calib[2 * i]; m->q[i].range[1] = calib[2 * i + 1]; }

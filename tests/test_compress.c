@@ -160,6 +160,18 @@ DL_TEST(quant_rows_simd_matches_scalar)
             dl__quant_row(x, q1, n, range, &s1, &z1);
             DL_CHECK(memcmp(q0, q1, (size_t)n) == 0);
         }
+        /* far outside a fixed range, where the float-to-int conversion would overflow */
+        for (i = 0; i < 203; i++) x[i] = (i % 3 ? 1.0f : -1.0f) * (i % 2 ? 3e37f : 1e10f) * (float)(i % 5);
+        {
+            float s0, s1, range[2] = { -1.0f, 2.0f };
+            int z0, z1;
+            DL_CHECK_EQ_INT(dl__quant_row(x, q1, 203, range, &s1, &z1), 0);
+            dl_set_isa("scalar");
+            dl__quant_row(x, q0, 203, range, &s0, &z0);
+            dl_set_isa(isas[t]);
+            DL_CHECK(memcmp(q0, q1, 203) == 0);
+            DL_CHECK(q0[1] == 127 && q0[3] == 0 && q0[0] == (uint8_t)z0);
+        }
     }
     dl_set_isa(NULL);
     /* the codes reproduce x within half a step */
@@ -170,6 +182,42 @@ DL_TEST(quant_rows_simd_matches_scalar)
         dl__quant_row(x, q0, 50, NULL, &s, &z);
         for (i = 0; i < 50; i++) DL_CHECK(fabsf(s * (float)(q0[i] - z) - x[i]) <= 0.5001f * s);
     }
+}
+
+/* Quantizing a row by its own range reports an inf or a NaN at any place (the whole
+   vectors, the masked or scalar tail), on every ISA, and the codes still agree. */
+DL_TEST(quant_row_reports_a_nonfinite_value_on_every_isa)
+{
+    static const char *const isas[] = { "scalar", "avx2", "avx512", "neon" };
+    static const float bad[] = { NAN, INFINITY, -INFINITY };
+    float x[100];
+    uint8_t q0[100], q1[100];
+    int t, n, at, b, tried = 0;
+    for (t = 0; t < 4; t++) {
+        if (dl_set_isa(isas[t]) != DL_OK) continue;
+        for (n = 1; n <= 100; n += 11)
+            for (at = 0; at < n; at += 3)
+                for (b = 0; b < 3; b++) {
+                    float s0, s1;
+                    int z0, z1, i, r0, r1;
+                    for (i = 0; i < n; i++) x[i] = (float)(i % 9) - 4.0f;
+                    DL_CHECK_EQ_INT(dl__quant_row(x, q1, n, NULL, &s1, &z1), 0);
+                    x[at] = bad[b];
+                    r1 = dl__quant_row(x, q1, n, NULL, &s1, &z1);
+                    dl_set_isa("scalar");
+                    r0 = dl__quant_row(x, q0, n, NULL, &s0, &z0);
+                    dl_set_isa(isas[t]);
+                    if (!r1 || !r0 || memcmp(q0, q1, (size_t)n) || s0 != s1 || z0 != z1) {
+                        DL_FAILF("%s: n %d, %g at %d: reported %d (scalar %d), codes %s", isas[t], n, (double)bad[b], at, r1,
+                                 r0, memcmp(q0, q1, (size_t)n) ? "differ" : "agree");
+                        dl_set_isa(NULL);
+                        return;
+                    }
+                    tried++;
+                }
+    }
+    dl_set_isa(NULL);
+    DL_CHECK(tried > 500);
 }
 
 DL_TEST(int8_model_close_to_fp32_and_same_everywhere)

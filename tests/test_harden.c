@@ -107,6 +107,30 @@ DL_TEST(a_nan_or_inf_in_the_data_is_refused_naming_sample_and_feature)
     DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_evaluate: sample 517, feature 5");
     DL_CHECK_EQ_INT(dl_predict(m, d.x + 516 * 8, 3, out), DL_ERR);
     DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_predict: sample 1, feature 5 is nan");
+    /* an int8 model checks its input while it quantizes it: the same message, on every
+       ISA, past the first chunk of rows too */
+    {
+        static const char *const isas[] = { "scalar", "avx2", "avx512", "neon" };
+        dl_model *q = mlp(1, dl_adam(1e-2f));
+        float *big = (float *)malloc(sizeof(float) * 300 * 3);
+        int t;
+        DL_CHECK_EQ_INT(dl_quantize_int8(q, NULL), DL_OK);
+        for (t = 0; t < 4; t++) {
+            if (dl_set_isa(isas[t]) != DL_OK) continue;
+            DL_CHECK_EQ_INT(dl_predict(q, d.x + 516 * 8, 3, out), DL_ERR);
+            DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_predict: sample 1, feature 5 is nan");
+            d.x[800 * 8 + 2] = INFINITY;
+            DL_CHECK_EQ_INT(dl_predict(q, d.x + 420 * 8, 300, big), DL_ERR);   /* rows 0-255, then 256-299 */
+            DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_predict: sample 97, feature 5 is nan");
+            DL_CHECK_EQ_INT(dl_predict(q, d.x + 518 * 8, 300, big), DL_ERR);
+            DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_predict: sample 282, feature 2 is inf");
+            d.x[800 * 8 + 2] = 0.0f;
+            DL_CHECK_EQ_INT(dl_predict(q, d.x + 518 * 8, 300, big), DL_OK);
+        }
+        dl_set_isa(NULL);
+        free(big);
+        dl_model_free(q);
+    }
     d.x[517 * 8 + 5] = 0.0f;
     d.x[999 * 8 + 7] = -INFINITY;
     DL_CHECK_EQ_INT(dl_fit(m, &d, &o), DL_ERR);
