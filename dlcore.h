@@ -627,7 +627,8 @@ DLDEF void dl_metrics_print(const dl_metrics *mt, FILE *out);
    Row i's outputs depend on row i alone, bit for bit, whatever n is. A model's
    activations live in its graph's arena: one thread at a time per model. An inf or
    NaN in x is refused, naming the sample and feature; an int8 model finds it while it
-   quantizes the rows, so out may then hold the outputs of the 256-row chunks before. */
+   quantizes the rows, so out may then hold the outputs of the chunks (up to 256 rows)
+   before it. */
 DLDEF int dl_predict(dl_model *m, const float *x, int n, float *out);
 DLDEF int dl_output_size(const dl_model *m);
 DLDEF int dl_input_size(const dl_model *m);
