@@ -4754,8 +4754,8 @@ DL__TARGET("avx2") static int dl__minmax_avx2(const float *x, int n, float *lo, 
 
 DL__GXX_UNINIT_OFF
 /* AVX-512: 64 at a time through the saturating packs as in AVX2 (vpmovdb to memory is
-   slow on AMD), the tail 16 at a time under a mask through vpmovdb. A finite row
-   quantized by its own range has |x * inv| <= 127 and skips the clamp. */
+   slow on AMD), the tail 16 at a time under a mask through vpmovdb. A row quantized by
+   a scale from its own range has |x * inv| <= 127 and skips the clamp. */
 DL__TARGET("avx512f,avx512bw") DL__INLINE_ALWAYS __m512i dl__q16_avx512(__m512 v, __m512 inv, __m512i zp, const int clamp)
 {
     __m512 f = _mm512_mul_ps(v, inv);
@@ -4820,15 +4820,18 @@ DL__TARGET("avx512f") static int dl__minmax_avx512(const float *x, int n, float 
 DL__GXX_UNINIT_ON
 #endif
 
-/* Per-row parameters from a range [lo, hi] that holds 0: x ~ scale * (q - zp). */
-static void dl__quant_params(float lo, float hi, float *scale, int *zp)
+/* Per-row parameters from a range [lo, hi] that holds 0: x ~ scale * (q - zp). Returns 0
+   when the range gives no scale (all zeros, a width past FLT_MAX, inf or NaN): then scale
+   1 and zero point 0. */
+static int dl__quant_params(float lo, float hi, float *scale, int *zp)
 {
     float s = (hi - lo) / 127.0f;
     long z;
-    if (!(s > 0.0f) || !isfinite(s)) { *scale = 1.0f; *zp = 0; return; }   /* all zeros, or inf / NaN */
+    if (!(s > 0.0f) || !isfinite(s)) { *scale = 1.0f; *zp = 0; return 0; }
     z = lrintf(-lo / s);
     *scale = s;
     *zp = (int)(z < 0 ? 0 : z > 127 ? 127 : z);
+    return 1;
 }
 
 /* Quantizes n values; range NULL: the row's own range (dynamic), else that range.
@@ -4838,7 +4841,7 @@ static void dl__quant_params(float lo, float hi, float *scale, int *zp)
 static int dl__quant_row(const float *x, uint8_t *q, int n, const float *range, float *scale, int *zp)
 {
     float lo = 0.0f, hi = 0.0f, inv;
-    int bad;
+    int bad, scaled;
     if (range) { lo = range[0]; hi = range[1]; bad = 0; }
     else switch (dl__isa_cur) {
 #ifdef DL__X86
@@ -4848,10 +4851,10 @@ static int dl__quant_row(const float *x, uint8_t *q, int n, const float *range, 
         default:             bad = dl__minmax_scalar(x, 0, n, &lo, &hi); break;
     }
     if (bad) lo = hi = 0.0f;   /* scale 1, zero point 0: the ISAs' min and max treat a NaN differently */
-    dl__quant_params(lo, hi, scale, zp);
+    scaled = dl__quant_params(lo, hi, scale, zp);
     inv = 1.0f / *scale;
 #ifdef DL__X86
-    if (dl__isa_cur == DL__ISA_AVX512 && dl__have_avx512bwdq) dl__quant_avx512(x, q, n, inv, *zp, range || bad);
+    if (dl__isa_cur == DL__ISA_AVX512 && dl__have_avx512bwdq) dl__quant_avx512(x, q, n, inv, *zp, range || !scaled);
     else if (dl__isa_cur != DL__ISA_SCALAR) dl__quant_avx2(x, q, n, inv, *zp);
     else
 #endif

@@ -171,6 +171,14 @@ DL_TEST(quant_rows_simd_matches_scalar)
             dl_set_isa(isas[t]);
             DL_CHECK(memcmp(q0, q1, 203) == 0);
             DL_CHECK(q0[1] == 127 && q0[3] == 0 && q0[0] == (uint8_t)z0);
+            /* a row whose own range is wider than FLT_MAX: scale 1, and the clamp again */
+            for (i = 0; i < 203; i++) x[i] = (i % 2 ? 1.5e38f : -1.5e38f) * (float)(i % 3);
+            DL_CHECK_EQ_INT(dl__quant_row(x, q1, 203, NULL, &s1, &z1), 0);
+            dl_set_isa("scalar");
+            dl__quant_row(x, q0, 203, NULL, &s0, &z0);
+            dl_set_isa(isas[t]);
+            DL_CHECK(memcmp(q0, q1, 203) == 0 && s0 == 1.0f && s1 == 1.0f && z0 == 0 && z1 == 0);
+            DL_CHECK(q0[1] == 127 && q0[2] == 0);
         }
     }
     dl_set_isa(NULL);
