@@ -4857,6 +4857,8 @@ static int dl__quant_row(const float *x, uint8_t *q, int n, const float *range, 
     if (dl__isa_cur == DL__ISA_AVX512 && dl__have_avx512bwdq) dl__quant_avx512(x, q, n, inv, *zp, range || !scaled);
     else if (dl__isa_cur != DL__ISA_SCALAR) dl__quant_avx2(x, q, n, inv, *zp);
     else
+#else
+    (void)scaled;   /* only the AVX-512 loop may skip its clamp */
 #endif
     dl__quant_scalar(x, q, 0, n, inv, *zp);
     return bad;
