@@ -120,9 +120,9 @@ DL_TEST(a_nan_or_inf_in_the_data_is_refused_naming_sample_and_feature)
             DL_CHECK_EQ_INT(dl_predict(q, d.x + 516 * 8, 3, out), DL_ERR);
             DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_predict: sample 1, feature 5 is nan");
             d.x[800 * 8 + 2] = INFINITY;
-            DL_CHECK_EQ_INT(dl_predict(q, d.x + 420 * 8, 300, big), DL_ERR);   /* rows 0-255, then 256-299 */
+            DL_CHECK_EQ_INT(dl_predict(q, d.x + 420 * 8, 300, big), DL_ERR);   /* chunks: rows 0-255, 256-299 */
             DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_predict: sample 97, feature 5 is nan");
-            DL_CHECK_EQ_INT(dl_predict(q, d.x + 518 * 8, 300, big), DL_ERR);
+            DL_CHECK_EQ_INT(dl_predict(q, d.x + 518 * 8, 300, big), DL_ERR);   /* found in the second chunk */
             DL_CHECK_STR_CONTAINS(dl_last_error(), "dl_predict: sample 282, feature 2 is inf");
             d.x[800 * 8 + 2] = 0.0f;
             DL_CHECK_EQ_INT(dl_predict(q, d.x + 518 * 8, 300, big), DL_OK);
