@@ -4314,28 +4314,60 @@ DL__UNUSED static int32_t dl__ld32(const uint8_t *p) { int32_t w; memcpy(&w, p, 
 
 #ifdef DL__X86
 /* AVX2: per group, vpmaddubsw (u8 x s8 pairs -> s16, exact for 7-bit A), vpmaddwd by
-   ones (pairs -> s32), add. One panel (2 ymm) by 4 rows: 8 accumulators. */
+   ones (pairs -> s32), add. One panel by 4 rows, in three widths W chosen by the
+   panel's valid columns: 16 (two ymm per row), 8 (one), and 12, where columns 8-11 of
+   two consecutive groups share one ymm, A's two broadcast words blended to match, and
+   the halves are added at the end. Narrow panels (the MLP's 10 outputs) then cost 3 or
+   2 multiply pairs per two groups instead of 4. */
 #define DL__I8_AVX2_MR 4
 DL__TARGET("avx2") static __attribute__((always_inline)) inline void
-dl__i8_tile_avx2(const int MR, int nc, int k, const uint8_t *a, int lda, const int8_t *bp, int32_t *c, int ldc)
+dl__i8_tile_avx2(const int MR, const int W, int nc, int k, const uint8_t *a, int lda, const int8_t *bp,
+                 int32_t *c, int ldc)
 {
-    __m256i ones = _mm256_set1_epi16(1), b0, b1, av;
-    int g, kfull = k / 4;
+    __m256i ones = _mm256_set1_epi16(1), b0, b1, bn, a0, a1, lanes;
+    int g = 0, kfull = k / 4;
+#define DL__A2_MAC(acc, av, b) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(av, b), ones))
 #define DL__A2_DECL(r) __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = _mm256_setzero_si256();
-#define DL__A2_ROW(r, w) if (MR > r) { av = _mm256_set1_epi32(w); \
-        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones)); \
-        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones)); }
-#define DL__A2_MAIN(r) DL__A2_ROW(r, dl__ld32(a + (size_t)r * lda + 4 * g))
-#define DL__A2_TAIL(r) DL__A2_ROW(r, dl__i8_word(a + (size_t)r * lda, g, k))
+    /* one group: w is row r's word */
+#define DL__A2_ONE(r, w) if (MR > r) { a0 = _mm256_set1_epi32(w); DL__A2_MAC(c##r##0, a0, b0); \
+        if (W == 16) DL__A2_MAC(c##r##1, a0, b1); \
+        else if (W == 12) DL__A2_MAC(c##r##1, _mm256_blend_epi32(a0, _mm256_setzero_si256(), 0xf0), b1); }
+    /* two groups g, g + 1 (W 8 and 12 only) */
+#define DL__A2_TWO(r) if (MR > r) { const uint8_t *ar = a + (size_t)r * lda + 4 * g; \
+        a0 = _mm256_set1_epi32(dl__ld32(ar)); a1 = _mm256_set1_epi32(dl__ld32(ar + 4)); \
+        DL__A2_MAC(c##r##0, a0, b0); DL__A2_MAC(c##r##0, a1, bn); \
+        if (W == 12) DL__A2_MAC(c##r##1, _mm256_blend_epi32(a0, a1, 0xf0), b1); }
+#define DL__A2_MAIN(r) DL__A2_ONE(r, dl__ld32(a + (size_t)r * lda + 4 * g))
+#define DL__A2_TAIL(r) DL__A2_ONE(r, dl__i8_word(a + (size_t)r * lda, g, k))
 #define DL__A2_STORE(r) if (MR > r) { int32_t *ci = c + (size_t)r * ldc; \
-        if (nc == 16) { _mm256_storeu_si256((__m256i *)ci, c##r##0); _mm256_storeu_si256((__m256i *)(ci + 8), c##r##1); } \
-        else { int32_t t[16]; _mm256_storeu_si256((__m256i *)t, c##r##0); _mm256_storeu_si256((__m256i *)(t + 8), c##r##1); \
-               memcpy(ci, t, (size_t)nc * 4); } }
+        if (nc >= 8) _mm256_storeu_si256((__m256i *)ci, c##r##0); else _mm256_maskstore_epi32(ci, lanes, c##r##0); \
+        if (W == 16 && nc == 16) _mm256_storeu_si256((__m256i *)(ci + 8), c##r##1); \
+        else if (W == 16) _mm256_maskstore_epi32(ci + 8, lanes, c##r##1); \
+        else if (W == 12) _mm_maskstore_epi32(ci + 8, _mm256_castsi256_si128(lanes), \
+                              _mm_add_epi32(_mm256_castsi256_si128(c##r##1), _mm256_extracti128_si256(c##r##1, 1))); }
+    /* the store mask of the last vector with valid columns: lanes below nc % 8 (8 if 16) */
+    lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(nc > 8 ? nc - 8 : nc), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     DL__I8_ROWS4(DL__A2_DECL)
-    for (g = 0; g < kfull; g++) {
-        b0 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64));
-        b1 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64 + 32));
-        DL__I8_ROWS4(DL__A2_MAIN)
+    if (W == 16) {
+        for (; g < kfull; g++) {
+            b0 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64));
+            b1 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64 + 32));
+            DL__I8_ROWS4(DL__A2_MAIN)
+        }
+    } else {
+        for (; g + 1 < kfull; g += 2) {
+            b0 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64));
+            bn = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64 + 64));
+            if (W == 12)
+                b1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(bp + (size_t)g * 64 + 32))),
+                                             _mm_loadu_si128((const __m128i *)(bp + (size_t)g * 64 + 96)), 1);
+            DL__I8_ROWS4(DL__A2_TWO)
+        }
+        for (; g < kfull; g++) {   /* an odd group: B's upper half meets zeroed A words */
+            b0 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64));
+            b1 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64 + 32));
+            DL__I8_ROWS4(DL__A2_MAIN)
+        }
     }
     if (k % 4) {
         b0 = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * 64));
@@ -4343,8 +4375,10 @@ dl__i8_tile_avx2(const int MR, int nc, int k, const uint8_t *a, int lda, const i
         DL__I8_ROWS4(DL__A2_TAIL)
     }
     DL__I8_ROWS4(DL__A2_STORE)
+#undef DL__A2_MAC
 #undef DL__A2_DECL
-#undef DL__A2_ROW
+#undef DL__A2_ONE
+#undef DL__A2_TWO
 #undef DL__A2_MAIN
 #undef DL__A2_TAIL
 #undef DL__A2_STORE
@@ -4353,13 +4387,17 @@ dl__i8_tile_avx2(const int MR, int nc, int k, const uint8_t *a, int lda, const i
 DL__TARGET("avx2") static void dl__i8_ukr_avx2(int mr, int nc, int k, const uint8_t *a, int lda, const int8_t *bp,
                                                size_t pstride, int32_t *c, int ldc)
 {
+#define DL__A2_WIDTHS(r) { if (nc > 12) dl__i8_tile_avx2(r, 16, nc, k, a, lda, bp, c, ldc); \
+                             else if (nc > 8) dl__i8_tile_avx2(r, 12, nc, k, a, lda, bp, c, ldc); \
+                             else dl__i8_tile_avx2(r, 8, nc, k, a, lda, bp, c, ldc); }
     (void)pstride;
     switch (mr) {
-    case 4: dl__i8_tile_avx2(4, nc, k, a, lda, bp, c, ldc); break;
-    case 3: dl__i8_tile_avx2(3, nc, k, a, lda, bp, c, ldc); break;
-    case 2: dl__i8_tile_avx2(2, nc, k, a, lda, bp, c, ldc); break;
-    default: dl__i8_tile_avx2(1, nc, k, a, lda, bp, c, ldc); break;
+    case 4: DL__A2_WIDTHS(4) break;
+    case 3: DL__A2_WIDTHS(3) break;
+    case 2: DL__A2_WIDTHS(2) break;
+    default: DL__A2_WIDTHS(1) break;
     }
+#undef DL__A2_WIDTHS
 }
 
 /* AVX-512 VNNI: vpdpbusd adds four u8 x s8 products into each s32 lane with no

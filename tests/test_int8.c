@@ -75,7 +75,7 @@ DL_TEST(int8_variants_present)
 
 DL_TEST(int8_edges_mn)
 {
-    static const int ns[] = { 1, 2, 7, 15, 16, 17, 31, 32, 33, 47, 48, 64, 65 };
+    static const int ns[] = { 1, 2, 7, 8, 9, 10, 12, 13, 15, 16, 17, 24, 26, 28, 31, 32, 33, 47, 48, 64, 65 };
     int v, m, ni, ok = 1;
     find_variants();
     for (v = 0; v < test_nvariants; v++)
@@ -107,6 +107,8 @@ DL_TEST(int8_extremes)
     for (v = 0; v < test_nvariants && ok; v++) {
         ok = check(test_variants[v], 8, 32, 1000, 0, 1);
         if (ok) ok = check(test_variants[v], 5, 17, 6, 2, 1);
+        if (ok) ok = check(test_variants[v], 4, 12, 1000, 0, 1);   /* the 12-wide AVX2 panel */
+        if (ok) ok = check(test_variants[v], 3, 8, 1001, 1, 1);    /* the 8-wide one, a k tail */
     }
     DL_CHECK(ok);
 }
