@@ -4637,23 +4637,35 @@ typedef struct {
     void *ctx;
 } dl__i8_job;
 
+DL__INLINE_ALWAYS void dl__i8_tile(const dl__i8_job *j, size_t pstride, int i, int mr, int jj, int nc)
+{
+    const int8_t *bp = j->bp + (size_t)(jj / DL__I8_NP) * pstride;
+    if (j->epi) {
+        int32_t tile[8 * 32];   /* the largest MR (8) by two panels */
+        j->d.ukr(mr, nc, j->k, j->a + (size_t)i * j->lda, j->lda, bp, pstride, tile, 32);
+        j->epi(j->ctx, tile, 32, i, mr, jj, nc);
+    } else {
+        j->d.ukr(mr, nc, j->k, j->a + (size_t)i * j->lda, j->lda, bp, pstride, j->c + (size_t)i * j->ldc + jj, j->ldc);
+    }
+}
+
+/* Where the packed B fits in L1 (a conv's weights, the MLP's second layer), an MR-row
+   block of A stays in L1 while every panel passes; where it does not (the MLP's first
+   layer: 100 KB), that order would stream all of B from L2 for each block of rows, so
+   the panels go outside instead: one panel group stays in L1 while the rows pass. */
+#define DL__I8_B_IN_L1 (32 * 1024)
 static void dl__i8_rows(const dl__i8_job *j, int r0, int r1)
 {
-    int32_t tile[8 * 32];   /* the largest MR (8) by two panels */
     size_t pstride = (size_t)((j->k + 3) / 4) * 64;
     int cols = j->d.np * DL__I8_NP, i, jj;
-    for (i = r0; i < r1; i += j->d.mr) {
-        int mr = r1 - i < j->d.mr ? r1 - i : j->d.mr;
-        for (jj = 0; jj < j->n; jj += cols) {
-            int nc = j->n - jj < cols ? j->n - jj : cols;
-            const int8_t *bp = j->bp + (size_t)(jj / DL__I8_NP) * pstride;
-            if (j->epi) {
-                j->d.ukr(mr, nc, j->k, j->a + (size_t)i * j->lda, j->lda, bp, pstride, tile, 32);
-                j->epi(j->ctx, tile, 32, i, mr, jj, nc);
-            } else {
-                j->d.ukr(mr, nc, j->k, j->a + (size_t)i * j->lda, j->lda, bp, pstride, j->c + (size_t)i * j->ldc + jj, j->ldc);
-            }
-        }
+    if (dl_s8_packed_size(j->n, j->k) <= DL__I8_B_IN_L1) {
+        for (i = r0; i < r1; i += j->d.mr)
+            for (jj = 0; jj < j->n; jj += cols)
+                dl__i8_tile(j, pstride, i, r1 - i < j->d.mr ? r1 - i : j->d.mr, jj, j->n - jj < cols ? j->n - jj : cols);
+    } else {
+        for (jj = 0; jj < j->n; jj += cols)
+            for (i = r0; i < r1; i += j->d.mr)
+                dl__i8_tile(j, pstride, i, r1 - i < j->d.mr ? r1 - i : j->d.mr, jj, j->n - jj < cols ? j->n - jj : cols);
     }
 }
 

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 typedef struct {
     int m, n, k;
@@ -184,6 +187,48 @@ static void i8_onednn_run(bench_state *s)
     dnnl_stream_wait(x->st);
 }
 
+/* The int8 ceiling: 12 independent vpdpbusd chains (64 multiply-adds each, counted as
+   2 operations like an FMA's), so peak_pct says how it compares with the fp32 FMA
+   peak, and each kernel's GOP/s can be read against it. */
+static volatile int i8_peak_sink;
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f,avx512vnni"))) static void i8_vnni_chains(long steps)
+{
+    __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01ff01ff);
+    __m512i v0 = _mm512_set1_epi32(0), v1 = _mm512_set1_epi32(1), v2 = _mm512_set1_epi32(2), v3 = _mm512_set1_epi32(3);
+    __m512i v4 = _mm512_set1_epi32(4), v5 = _mm512_set1_epi32(5), v6 = _mm512_set1_epi32(6), v7 = _mm512_set1_epi32(7);
+    __m512i v8 = _mm512_set1_epi32(8), v9 = _mm512_set1_epi32(9), v10 = _mm512_set1_epi32(10), v11 = _mm512_set1_epi32(11);
+    long i;
+    for (i = 0; i < steps; i++) {
+        v0 = _mm512_dpbusd_epi32(v0, a, b); v1 = _mm512_dpbusd_epi32(v1, a, b); v2 = _mm512_dpbusd_epi32(v2, a, b);
+        v3 = _mm512_dpbusd_epi32(v3, a, b); v4 = _mm512_dpbusd_epi32(v4, a, b); v5 = _mm512_dpbusd_epi32(v5, a, b);
+        v6 = _mm512_dpbusd_epi32(v6, a, b); v7 = _mm512_dpbusd_epi32(v7, a, b); v8 = _mm512_dpbusd_epi32(v8, a, b);
+        v9 = _mm512_dpbusd_epi32(v9, a, b); v10 = _mm512_dpbusd_epi32(v10, a, b); v11 = _mm512_dpbusd_epi32(v11, a, b);
+    }
+    v0 = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(v0, v1), _mm512_add_epi32(v2, v3)),
+                          _mm512_add_epi32(_mm512_add_epi32(v4, v5), _mm512_add_epi32(v6, v7)));
+    i8_peak_sink = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, _mm512_add_epi32(_mm512_add_epi32(v8, v9), _mm512_add_epi32(v10, v11))));
+}
+#endif
+static const char *i8_lacks_vnni(const bench_case *c)
+{
+    (void)c;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512vnni")) return 0;
+#endif
+    return "the CPU lacks AVX-512 VNNI";
+}
+static int i8_peak_setup(bench_state *s) { (void)s; return 0; }
+static int i8_peak_teardown(bench_state *s) { (void)s; return 0; }
+static void i8_peak_run(bench_state *s)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    i8_vnni_chains(s->c->args[0]);
+#else
+    (void)s;
+#endif
+}
+
 #define I8_GROUP(set, m, n, k) set "/" #m "x" #n "x" #k "/t1"
 #define I8_ONEDNN(m, n, k, set) { I8_GROUP(set, m, n, k), "onednn", set, 0, 1, 0, i8_onednn_setup, \
       i8_onednn_run, i8_teardown, 2.0 * m * n * k, 0, { m, n, k } }
@@ -195,6 +240,8 @@ static void i8_onednn_run(bench_state *s)
       I8_DLCORE("avx2", m, n, k, set), I8_FP32("avx512", m, n, k, set), I8_FP32("avx2", m, n, k, set)
 
 static const bench_case int8_cases[] = {
+    { "peak/vnni/t1", "vpdpbusd-zmm", "peak", 0, 1, i8_lacks_vnni, i8_peak_setup, i8_peak_run, i8_peak_teardown,
+      100000.0 * 12 * 64 * 2, 0, { 100000 } },
     /* 784-128-10 MLP inference: layer 1 and 2 at batch 256, layer 1 at batch 32 and 1 */
     I8_SHAPE(256, 128, 784, "mlp"),
     I8_SHAPE(256, 10, 128, "mlp"),
