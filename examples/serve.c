@@ -19,10 +19,10 @@
    dl_predict on it (a model's activations live in one arena, so one call at a
    time). A request waits suspended while its rows are in the worker's queue; the
    worker joins queued rows up to --max-batch, waiting at most --batch-timeout-us
-   after the oldest one arrived. --max-batch 1 turns batching off: the worker then
-   predicts one request per call. (Predicting in the request's own thread instead
-   measured 2-3x fewer requests/s on one core: that thread then sat idle most of
-   the time, see make bench-serve.)
+   after the oldest one arrived. --max-batch 1 turns batching off: the HTTP thread
+   then predicts each request itself, under the model's lock, which saves two thread
+   switches and a wake-up of libmicrohttpd's loop per request (12.7k against 9.7k
+   requests/s on one core, make bench-serve).
    Signals: SIGHUP reloads every model file (also done when a file's mtime, size
    or inode changes, checked every --poll-ms); SIGTERM/SIGINT stop accepting,
    finish what is in flight and exit 0. */
@@ -629,13 +629,7 @@ static void run_jobs(slot *s, job *list)
             if (j->status == 0) { j->status = 500; snprintf(j->err, sizeof j->err, "dl_predict failed: %.160s", dl_last_error()); }
         rows = 0;
     }
-    pthread_mutex_unlock(&s->pmu);
-    if (rows < 0) {
-        for (j = list; j; j = j->next)
-            if (j->status == 0) { j->status = 500; snprintf(j->err, sizeof j->err, "out of memory for a batch"); }
-        return;
-    }
-    if (rows > 0) {
+    if (rows > 0) {   /* still under the lock: s->by is shared by every thread that predicts */
         size_t at = 0;
         count_batch(s, y, rows, out);
         for (j = list; j; j = j->next) {
@@ -648,6 +642,10 @@ static void run_jobs(slot *s, job *list)
             at += (size_t)j->rows * (size_t)out;
         }
     }
+    pthread_mutex_unlock(&s->pmu);
+    if (rows < 0)
+        for (j = list; j; j = j->next)
+            if (j->status == 0) { j->status = 500; snprintf(j->err, sizeof j->err, "out of memory for a batch"); }
 }
 
 static void *worker_main(void *arg)
@@ -745,7 +743,7 @@ static enum MHD_Result finish_predict(struct MHD_Connection *conn, req *r)
     r->j.t_enq = mono_now();
     {
         pthread_mutex_lock(&s->qmu);
-        if (!s->stop) {
+        if (!s->stop && opt.max_batch > 1) {
             int was_empty = s->head == NULL;
             /* Suspended before it is queued, so the worker's resume always finds it suspended. */
             MHD_suspend_connection(conn);

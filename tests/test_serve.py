@@ -371,10 +371,10 @@ def load_thread(s, stop, out, rows=(0, 1, 2, 3), accept=(EXP_A, EXP_B)):
         i += 1
 
 
-def hot_reload_under_load():
+def hot_reload_under_load(*extra):
     live = os.path.join(tmp, "live.dlc")
     helper("model", live, 1)
-    s = Server([("m", live)], "--poll-ms", 50, "--threads", 2)
+    s = Server([("m", live)], "--poll-ms", 50, "--threads", 2, *extra)
     stop = threading.Event()
     res = []
     ts = [threading.Thread(target=load_thread, args=(s, stop, res)) for _ in range(3)]
@@ -506,8 +506,10 @@ if not failed:
             soak(args.soak)
         case(soak_under_load_and_bad_requests)
     else:
+        def hot_reload_under_load_without_batching():   # each HTTP thread predicts its own request
+            hot_reload_under_load("--max-batch", 1)
         for c in (good_requests, batched_equals_alone, bad_requests, slow_and_many_clients, hot_reload_under_load,
-                  sigterm_with_requests_in_flight):
+                  hot_reload_under_load_without_batching, sigterm_with_requests_in_flight):
             case(c)
 print("test_serve.py: %d passed, %d failed" % (passed, failed))
 subprocess.run(["rm", "-rf", tmp])
