@@ -5,6 +5,8 @@
 #   A. each server pinned to core 0 (one HTTP thread; dlcore-serve with its defaults,
 #      batching on, and again with batching off), wrk pinned to core 1, 1 thread,
 #      8 connections: requests/s, p50, p99, and the ratio;
+#      the same load against bench/peers/mhd_floor.c: libmicrohttpd answering a fixed
+#      prediction, alone (the HTTP floor) and after cJSON's parse of each body;
 #   B. dlcore-serve with batching on, both cores, 64 connections: predictions/s.
 # Environment: B (build dir), SECONDS_PER_RUN (10), ROUNDS (2), MODEL (build/mnist.dlc if
 # it exists, else an untrained model of the same shape: the cost is the same).
@@ -53,6 +55,15 @@ for r in $(seq "$ROUNDS"); do
     wait_up "http://127.0.0.1:$PF/" || { echo "Flask did not start:"; cat "$tmp/flask.log"; exit 1; }
     run_wrk flask-1core-8conn 1 1 8 "http://127.0.0.1:$PF/predict" "$tmp/flask.json"
     kill "$srv"; wait "$srv" 2>/dev/null; srv=""
+    for mode in plain cjson; do
+        if [ $mode = plain ]; then arg=""; else arg=cjson; fi
+        # shellcheck disable=SC2086
+        taskset -c 0 $B/bench/mhd_floor $PD $arg 2>"$tmp/serve.log" &
+        srv=$!
+        wait_up "http://127.0.0.1:$PD/" || { echo "mhd_floor did not start:"; cat "$tmp/serve.log"; exit 1; }
+        run_wrk floor-$mode-1core-8conn 1 1 8 "http://127.0.0.1:$PD/v1/models/m:predict" "$tmp/serve.json"
+        kill "$srv"; wait "$srv" 2>/dev/null; srv=""
+    done
     for mode in on off; do
         if [ $mode = on ]; then extra=""; else extra="--max-batch 1"; fi
         # shellcheck disable=SC2086
@@ -77,6 +88,7 @@ def agg(name):
     return (st.mean(float(r[1]) for r in rs), st.mean(float(r[2]) for r in rs), max(float(r[3]) for r in rs),
             sum(int(r[4]) for r in rs))
 f, d, o, b = agg("flask-1core-8conn"), agg("dlcore-1core-8conn-batching-on"), agg("dlcore-1core-8conn-batching-off"), agg("dlcore-batching-2cores-64conn")
+h, hj = agg("floor-plain-1core-8conn"), agg("floor-cjson-1core-8conn")
 m = open(sys.argv[2]).read()
 calls = int(re.search(r"dlserve_batch_size_count\S* (\d+)", m).group(1)); n = int(re.search(r"dlserve_batch_size_sum\S* (\d+)", m).group(1))
 print()
@@ -86,7 +98,11 @@ print("| Flask stub, 1 core, wrk 1 thread 8 connections | %7.0f | %6.2f | %6.2f 
 print("| dlcore-serve, same (defaults: batching on)     | %7.0f | %6.2f | %6.2f | %7d |" % d)
 print("| dlcore-serve, same, batching off               | %7.0f | %6.2f | %6.2f | %7d |" % o)
 print("| dlcore-serve, batching on, 2 cores, 64 conns   | %7.0f | %6.2f | %6.2f | %7d |" % b)
+print("| HTTP floor: libmicrohttpd, fixed answer, 1 core| %7.0f | %6.2f | %6.2f | %7d |" % h)
+print("| the floor plus cJSON's parse of each body      | %7.0f | %6.2f | %6.2f | %7d |" % hj)
 print()
 print("dlcore-serve / Flask requests/s: %.1fx (batching off: %.1fx; target >= 30x); dlcore p99 %.2f ms (target <= 1 ms)" % (d[0] / f[0], o[0] / f[0], d[2]))
+print("per request (1 core, from requests/s): HTTP floor %.1f us, cJSON's parse %.1f us, dlcore-serve batching off %.1f us"
+      % (1e6 / h[0], 1e6 / hj[0] - 1e6 / h[0], 1e6 / o[0]))
 print("batching on: %.0f predictions/s (target >= 50000), mean batch %.1f rows over %d dl_predict calls" % (b[0], n / max(calls, 1), calls))
 EOF

@@ -1,8 +1,9 @@
 # mk/serve.mk - dlcore-serve, the HTTP prediction server (included by the Makefile).
 #   make build/dlcore-serve    the server (libmicrohttpd, cJSON, stb_image from Debian:
 #                              tools/deps.sh serve installs what is missing)
-#   make bench-serve           wrk against dlcore-serve and the Flask stub, each pinned to
-#                              the same core, wrk on the other; then batching on 2 cores
+#   make bench-serve           wrk against dlcore-serve, the Flask stub and the HTTP floor
+#                              (bench/peers/mhd_floor.c), each pinned to the same core, wrk
+#                              on the other; then batching on 2 cores
 #   make soak-serve            60 s of load plus bad requests: 0 failures, 0 5xx, RSS flat
 # Tests (make test): tests/test_serve.py against the native and the ASan+UBSan server.
 
@@ -38,7 +39,13 @@ serve-api-san $(SERVE_PY) tests/test_serve.py --server $(B)/san/dlcore-serve --h
 endef
 TEST_PLANS += TEST_PLAN_SERVE
 
-bench-serve: $(B)/dlcore-serve $(B)/serve_helper
+# The HTTP floor of bench-serve: libmicrohttpd answering a fixed prediction (and with
+# cJSON's parse of each body), under the same load as dlcore-serve.
+$(B)/bench/mhd_floor: bench/peers/mhd_floor.c | deps-serve
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(SERVE_LIBS) -lpthread
+
+bench-serve: $(B)/dlcore-serve $(B)/serve_helper $(B)/bench/mhd_floor
 	@sh tools/deps.sh serve bench-serve
 	@$(MAKE) --no-print-directory data
 	B=$(B) SECONDS_PER_RUN=$(SERVE_SECONDS) sh bench/serve_bench.sh
