@@ -4,7 +4,7 @@
    dlcore-serve --model NAME=FILE [--model NAME2=FILE2 ...] [--listen 127.0.0.1:8501]
                 [--threads N] [--max-batch N] [--batch-timeout-us N] [--max-body BYTES]
                 [--max-connections N] [--timeout-s N] [--max-header BYTES]
-                [--max-pixels N] [--poll-ms N] [--predict-threads N]
+                [--max-pixels N] [--poll-ms N] [--predict-threads N] [--json simdjson|cjson]
 
    POST /v1/models/NAME:predict   {"instances": [...]} -> {"predictions": [[...], ...]}
                                   {"inputs": ...}      -> {"outputs": [[...], ...]}
@@ -423,12 +423,21 @@ static int read_instance(const cJSON *a, const dl_shape *s, int numel, float *ou
 
 /* Fills r->j.x and r->j.rows from {"instances": ...} or {"inputs": ...}. Returns 0,
    or the HTTP status with r->j.err set. */
+/* examples/serve_json.cc: the common body through simdjson (1: parsed; 0: declined) */
+int dls_json_rows(const char *body, size_t len, size_t cap, int numel, float **x, int *rows);
+#define JSON_FAST_MAX ((size_t)4 << 20)   /* larger bodies: cJSON (simdjson's parser keeps its buffers) */
+static int json_fast = 1;                 /* 0: cJSON alone (--json cjson) */
+
 static int parse_json(req *r, const dl_shape *s, int numel)
 {
     const char *end = NULL;
     cJSON *root, *inst, *inp, *v;
     char e[160] = "";
     int n, i, code = 400;
+    if (json_fast && r->len <= JSON_FAST_MAX && dls_json_rows(r->body, r->len, r->cap, numel, &r->j.x, &r->j.rows)) {
+        r->columnar = 0;
+        return 0;
+    }
     arena_begin(r->len);
     root = cJSON_ParseWithLengthOpts(r->body, r->len, &end, 0);
     if (!root) {
@@ -985,10 +994,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         if (r->route != R_PREDICT || r->too_big) return MHD_YES;
         if (r->len + n > opt.max_body) { r->too_big = 1; return MHD_YES; }
-        if (r->len + n + 1 > r->cap) {
+        if (r->len + n + 64 > r->cap) {   /* 64: simdjson's padding, so it parses in place */
             size_t cap = r->cap ? r->cap : 16384;
             char *p;
-            while (cap < r->len + n + 1) cap *= 2;
+            while (cap < r->len + n + 64) cap *= 2;
             p = (char *)realloc(r->body, cap);
             if (!p) { r->too_big = 1; return MHD_YES; }
             r->body = p;
@@ -1085,7 +1094,9 @@ static void usage(FILE *f)
         "  --max-header BYTES       memory for one connection's request line and headers (32768)\n"
         "  --max-pixels N           largest image accepted, checked before decoding (4000000)\n"
         "  --poll-ms N              how often model files are checked for changes (1000; 0: only on SIGHUP)\n"
-        "  --predict-threads N      dlcore kernel threads per prediction (1)\n");
+        "  --predict-threads N      dlcore kernel threads per prediction (1)\n"
+        "  --json simdjson|cjson    parser of {\"instances\": [[...], ...]} bodies (simdjson; every other\n"
+        "                           body, and any simdjson declines, goes through cJSON)\n");
 }
 
 static int parse_long(const char *flag, const char *v, long lo, long hi, long *out)
@@ -1146,6 +1157,10 @@ static int parse_args(int argc, char **argv)
         else if (!strcmp(a, "--max-pixels")) { if (parse_long(a, val, 1, 1L << 30, &v)) return -1; opt.max_pixels = v; }
         else if (!strcmp(a, "--poll-ms")) { if (parse_long(a, val, 0, 3600000, &v)) return -1; opt.poll_ms = (int)v; }
         else if (!strcmp(a, "--predict-threads")) { if (parse_long(a, val, 0, 1024, &v)) return -1; opt.predict_threads = (int)v; }
+        else if (!strcmp(a, "--json")) {
+            if (strcmp(val, "simdjson") && strcmp(val, "cjson")) { fprintf(stderr, "dlcore-serve: --json takes simdjson or cjson, not '%s'\n", val); return -1; }
+            json_fast = !strcmp(val, "simdjson");
+        }
         else { fprintf(stderr, "dlcore-serve: unknown option '%s' (--help lists them)\n", a); return -1; }
     }
     if (!n_models) { fprintf(stderr, "dlcore-serve: give at least one --model NAME=FILE\n"); usage(stderr); return -1; }

@@ -202,6 +202,34 @@ def good_requests():
         stopped_clean("good_requests", s)
 
 
+def json_parsers_agree():
+    """The simdjson fast path (the default) and cJSON alone (--json cjson) read the same bits."""
+    fast = Server([("m", MA)], "--max-batch", 1)
+    slow = Server([("m", MA)], "--max-batch", 1, "--json", "cjson")
+    try:
+        st, body, _ = slow.predict(BODIES["rows"])
+        check("--json cjson: rows equal dl_predict bit for bit", st == 200 and rows_of(body) == EXP_A[:3], body[:300].decode())
+        row = json.loads(BODIES["rows"])["instances"][0]
+        texts = ["%.9g" % v for v in row]
+        # negative zero (simdjson reads "-0" as the integer 0: declined, cJSON reads it),
+        # integers, exponents, a float32 underflow and overflow to the edge, spaces
+        for i, t in enumerate(["-0", "-0.0", "7", "1E-2", "-3e1", "1e-46", "3.4028234e38", "12345678901234567890", "0.5 "]):
+            texts[100 + i] = t
+        body = ('{"instances": [[%s], [%s]]}' % (", ".join(texts), ", ".join(reversed(texts)))).encode()
+        a, b = fast.predict(body), slow.predict(body)
+        check("special numbers: the same answer from both parsers", a[0] == 200 and a[:2] == b[:2], "%r / %r" % (a[:2], b[:2]))
+        texts[5] = "0." + "1" * 70                        # past strtod's fast cases
+        body = ('{"instances": [[%s]]}' % ", ".join(texts)).encode()
+        a, b = fast.predict(body), slow.predict(body)
+        check("a 72-character number: the same answer from both parsers", a[0] == 200 and a[:2] == b[:2], "%r / %r" % (a[:2], b[:2]))
+        for bad in (b'{"instances": [[1, 2]]}', b'{"instances": [[NaN' + b', 0' * 783 + b']]}', b'{"instances": [["1"' + b', 0' * 783 + b']]}'):
+            a, b = fast.predict(bad), slow.predict(bad)
+            check("declined by the fast path, then cJSON's error: %r" % bad[:24], a[0] == 400 and a[:2] == b[:2], "%r / %r" % (a[:2], b[:2]))
+    finally:
+        stopped_clean("json_parsers_agree (simdjson)", fast)
+        stopped_clean("json_parsers_agree (cjson)", slow)
+
+
 def batched_equals_alone():
     s = Server([("m", MA)], "--max-batch", 64, "--batch-timeout-us", 20000 * SLOW, "--threads", 4)
     results = {}
@@ -508,7 +536,7 @@ if not failed:
     else:
         def hot_reload_under_load_without_batching():   # each HTTP thread predicts its own request
             hot_reload_under_load("--max-batch", 1)
-        for c in (good_requests, batched_equals_alone, bad_requests, slow_and_many_clients, hot_reload_under_load,
+        for c in (good_requests, json_parsers_agree, batched_equals_alone, bad_requests, slow_and_many_clients, hot_reload_under_load,
                   hot_reload_under_load_without_batching, sigterm_with_requests_in_flight):
             case(c)
 print("test_serve.py: %d passed, %d failed" % (passed, failed))

@@ -10,7 +10,7 @@ for group in "$@"; do
         test)  pkgs="$pkgs gcc clang g++ make gzip gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user gcc-mingw-w64-x86-64 wine64 dataset-fashion-mnist npm@npm ca-certificates gnuplot-nox" ;;
         demo)  pkgs="$pkgs gcc make gzip dataset-fashion-mnist npm@npm ca-certificates gnuplot-nox" ;;
         bench) pkgs="$pkgs g++ libbenchmark-dev libopenblas-dev libdnnl-dev python3 python3-torch python3-numpy gnuplot-nox util-linux dataset-fashion-mnist" ;;
-        serve) pkgs="$pkgs gcc pkg-config libmicrohttpd-dev libcjson-dev libstb-dev curl python3 dataset-fashion-mnist" ;;
+        serve) pkgs="$pkgs gcc g++ pkg-config libmicrohttpd-dev libsimdjson-dev libcjson-dev libstb-dev curl python3 dataset-fashion-mnist" ;;
         bench-serve) pkgs="$pkgs wrk python3-flask python3-torch util-linux" ;;
         mpi)   pkgs="$pkgs libopenmpi-dev openmpi-bin" ;;
         onnx)  pkgs="$pkgs python3 python3-onnx python3-numpy" ;;

@@ -5,8 +5,9 @@
    renamed, so what is fuzzed is the server's own parse_json and parse_image.
    Input: one byte choosing the model's input shape and the body kind, then the
    body. A body that parses must fill exactly rows x numel finite values; one that
-   does not must say why (a message and a 4xx status). Seeds: requests of every
-   accepted form for each shape, and real PNG and JPEG images. */
+   does not must say why (a message and a 4xx status). A JSON body that the simdjson
+   fast path (examples/serve_json.cc) takes must give cJSON's rows bit for bit. Seeds:
+   requests of every accepted form for each shape, and real PNG and JPEG images. */
 #define main serve_main
 #include "../../examples/serve.c"
 #undef main
@@ -24,6 +25,25 @@ static void fuzz_serve_init(void)
         opt.max_pixels = 1 << 20;   /* the image allocation cap follows it */
         done = 1;
     }
+}
+
+/* The fast path against cJSON alone on the same body. */
+static void fuzz_fast_equals_cjson(req *r, const dl_shape *s, int numel)
+{
+    float *fx = NULL;
+    int frows = 0, code;
+    req c;
+    if (!dls_json_rows(r->body, r->len, r->len, numel, &fx, &frows)) return;   /* declined */
+    if (!fx || frows < 1) abort();
+    memset(&c, 0, sizeof c);
+    c.body = r->body;
+    c.len = r->len;
+    json_fast = 0;
+    code = parse_json(&c, s, numel);
+    json_fast = 1;
+    if (code != 0 || c.j.rows != frows || memcmp(c.j.x, fx, (size_t)frows * (size_t)numel * sizeof(float)) != 0) abort();
+    free(c.j.x);
+    free(fx);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -50,6 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();   /* a refusal always has a status and a reason */
     }
     free(r.j.x);
+    if (!image) fuzz_fast_equals_cjson(&r, s, numel);
     free(r.body);
     return 0;
 }
