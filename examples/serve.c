@@ -19,20 +19,21 @@
    dl_predict on it (a model's activations live in one arena, so one call at a
    time). A request waits suspended while its rows are in the worker's queue; the
    worker joins queued rows up to --max-batch, waiting at most --batch-timeout-us
-   after the oldest one arrived. --max-batch 1 turns batching off: the HTTP thread
-   then predicts each request itself, under the model's lock, which saves two thread
-   switches and a wake-up of libmicrohttpd's loop per request (12.7k against 9.7k
-   requests/s on one core, make bench-serve).
+   after the oldest one arrived. --max-batch 1 turns batching off (the default where
+   the process may use one core only): the HTTP thread then predicts each request
+   itself, under the model's lock, which saves two thread switches and a wake-up of
+   libmicrohttpd's loop per request.
    Signals: SIGHUP reloads every model file (also done when a file's mtime, size
    or inode changes, checked every --poll-ms); SIGTERM/SIGINT stop accepting,
    finish what is in flight and exit 0. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE   /* sched_getaffinity: the cores this process may run on */
 #define DLCORE_IMPLEMENTATION
 #include "dlcore.h"
 
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -60,7 +61,7 @@ static struct {
     long     max_pixels;
     int      poll_ms;
     int      predict_threads;
-} opt = { "127.0.0.1", 8501, 0, 64, 200, 4u << 20, 512, 10, 32768, 4000000, 1000, 1 };
+} opt = { "127.0.0.1", 8501, 0, 0, 200, 4u << 20, 512, 10, 32768, 4000000, 1000, 1 };   /* 0: from the cores */
 
 /* stb_image allocates what a file claims before it reads it: a 90-byte PNG whose
    IDAT chunk claims 1.2 GB has it reallocate 1.2 GB, then fail. Each allocation is
@@ -1085,8 +1086,9 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: dlcore-serve --model NAME=FILE [--model NAME2=FILE2 ...] [options]\n"
         "  --listen HOST:PORT       address to listen on (127.0.0.1:8501; port 0 picks a free one)\n"
-        "  --threads N              HTTP threads (libmicrohttpd's pool; default: the core count)\n"
-        "  --max-batch N            rows joined into one dl_predict call (64); 1 turns batching off\n"
+        "  --threads N              HTTP threads (libmicrohttpd's pool; default: the cores it may use)\n"
+        "  --max-batch N            rows joined into one dl_predict call (64 on 2 cores or more, else 1);\n"
+        "                           1 turns batching off\n"
         "  --batch-timeout-us N     longest wait for more rows after the first queued one (200)\n"
         "  --max-body BYTES         largest request body (4194304)\n"
         "  --max-connections N      open connections at once (512)\n"
@@ -1097,6 +1099,16 @@ static void usage(FILE *f)
         "  --predict-threads N      dlcore kernel threads per prediction (1)\n"
         "  --json simdjson|cjson    parser of {\"instances\": [[...], ...]} bodies (simdjson; every other\n"
         "                           body, and any simdjson declines, goes through cJSON)\n");
+}
+
+/* The cores this process may run on (taskset, cgroups' cpusets), not all online ones. */
+static int usable_cores(void)
+{
+    cpu_set_t set;
+    long n;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }
 
 static int parse_long(const char *flag, const char *v, long lo, long hi, long *out)
@@ -1177,10 +1189,11 @@ int main(int argc, char **argv)
     double t_stop;
 
     if (parse_args(argc, argv)) return 2;
-    if (opt.threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        opt.threads = n > 0 ? (int)n : 1;
-    }
+    if (opt.threads == 0) opt.threads = usable_cores();
+    /* Batching joins rows while another core parses more; on one core it only adds two
+       thread switches per batch and the wait (15.4k against 29.4k requests/s without it,
+       make bench-serve), so it is on by default where there are two cores or more. */
+    if (opt.max_batch == 0) opt.max_batch = usable_cores() >= 2 ? 64 : 1;
     started_at = wall_now();
     json_use_arena();
     dl_set_threads(opt.predict_threads);
