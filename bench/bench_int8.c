@@ -199,12 +199,13 @@ __attribute__((target("avx512f,avx512vnni"))) static void i8_vnni_chains(long st
     __m512i v4 = _mm512_set1_epi32(4), v5 = _mm512_set1_epi32(5), v6 = _mm512_set1_epi32(6), v7 = _mm512_set1_epi32(7);
     __m512i v8 = _mm512_set1_epi32(8), v9 = _mm512_set1_epi32(9), v10 = _mm512_set1_epi32(10), v11 = _mm512_set1_epi32(11);
     long i;
+    /* as in dlcore's kernel: with the intrinsic, gcc 12 wraps each vpdpbusd in register copies */
+#define I8_DP(v) __asm__("vpdpbusd %2, %1, %0" : "+v"(v) : "v"(a), "v"(b))
     for (i = 0; i < steps; i++) {
-        v0 = _mm512_dpbusd_epi32(v0, a, b); v1 = _mm512_dpbusd_epi32(v1, a, b); v2 = _mm512_dpbusd_epi32(v2, a, b);
-        v3 = _mm512_dpbusd_epi32(v3, a, b); v4 = _mm512_dpbusd_epi32(v4, a, b); v5 = _mm512_dpbusd_epi32(v5, a, b);
-        v6 = _mm512_dpbusd_epi32(v6, a, b); v7 = _mm512_dpbusd_epi32(v7, a, b); v8 = _mm512_dpbusd_epi32(v8, a, b);
-        v9 = _mm512_dpbusd_epi32(v9, a, b); v10 = _mm512_dpbusd_epi32(v10, a, b); v11 = _mm512_dpbusd_epi32(v11, a, b);
+        I8_DP(v0); I8_DP(v1); I8_DP(v2); I8_DP(v3); I8_DP(v4); I8_DP(v5);
+        I8_DP(v6); I8_DP(v7); I8_DP(v8); I8_DP(v9); I8_DP(v10); I8_DP(v11);
     }
+#undef I8_DP
     v0 = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(v0, v1), _mm512_add_epi32(v2, v3)),
                           _mm512_add_epi32(_mm512_add_epi32(v4, v5), _mm512_add_epi32(v6, v7)));
     i8_peak_sink = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, _mm512_add_epi32(_mm512_add_epi32(v8, v9), _mm512_add_epi32(v10, v11))));
