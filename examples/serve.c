@@ -14,14 +14,15 @@
    GET  /healthz                  liveness
    GET  /metrics                  Prometheus text format
 
-   Threads: libmicrohttpd's pool (--threads) reads requests and parses JSON and
-   images; each model has one batching worker, the only thread that calls
-   dl_predict on it (a model's activations live in one arena, so one call at a
-   time). A request waits suspended while its rows are in the worker's queue; the
-   worker joins queued rows up to --max-batch, waiting at most --batch-timeout-us
-   after the oldest one arrived. --max-batch 1 turns batching off (the default where
-   the process may use one core only): the HTTP thread then predicts each request
-   itself, under the model's lock, which saves two thread switches and a wake-up of
+   Threads: libmicrohttpd's pool (--threads) reads requests and parses JSON (flat
+   rows through simdjson, examples/serve_json.cc; the rest through cJSON) and
+   images. Each model's dl_predict calls hold its lock (a model's activations live
+   in one arena, so one call at a time). With batching, each model has one worker
+   that makes them: a request waits suspended while its rows are in the worker's
+   queue; the worker joins queued rows up to --max-batch, waiting at most
+   --batch-timeout-us after the oldest one arrived. --max-batch 1 turns batching
+   off (the default where the process may use one core only): the HTTP thread then
+   predicts each request itself, which saves two thread switches and a wake-up of
    libmicrohttpd's loop per request.
    Signals: SIGHUP reloads every model file (also done when a file's mtime, size
    or inode changes, checked every --poll-ms); SIGTERM/SIGINT stop accepting,
@@ -422,13 +423,14 @@ static int read_instance(const cJSON *a, const dl_shape *s, int numel, float *ou
     return read_nested(a, s, 0, out, err, errsz);
 }
 
-/* Fills r->j.x and r->j.rows from {"instances": ...} or {"inputs": ...}. Returns 0,
-   or the HTTP status with r->j.err set. */
 /* examples/serve_json.cc: the common body through simdjson (1: parsed; 0: declined) */
 int dls_json_rows(const char *body, size_t len, size_t cap, int numel, float **x, int *rows);
 #define JSON_FAST_MAX ((size_t)4 << 20)   /* larger bodies: cJSON (simdjson's parser keeps its buffers) */
 static int json_fast = 1;                 /* 0: cJSON alone (--json cjson) */
 
+/* Fills r->j.x and r->j.rows from {"instances": ...} or {"inputs": ...}. Returns 0,
+   or the HTTP status with r->j.err set. Flat rows go through simdjson first; what it
+   declines is parsed here by cJSON, whose tree names what is wrong. */
 static int parse_json(req *r, const dl_shape *s, int numel)
 {
     const char *end = NULL;
