@@ -42,7 +42,9 @@ extern "C" int dls_json_rows(const char *body, size_t len, size_t cap, int numel
         simdjson::dom::object obj;
         if (root.get_object().get(obj) || obj.size() != 1 || obj["instances"].get_array().get(inst)) return 0;
         n = inst.size();
-        if (n == 0 || n > (size_t)1 << 24) return 0;
+        /* each number takes two bytes at least ("0,"): more rows than that cannot be
+           whole, and must not size the allocation */
+        if (n == 0 || (double)n * numel > (double)len / 2 + 1) return 0;
         out = static_cast<float *>(std::malloc(n * (size_t)numel * sizeof(float)));
         if (!out) return 0;
         for (simdjson::dom::element row : inst) {
