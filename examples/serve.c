@@ -1187,15 +1187,16 @@ int main(int argc, char **argv)
     struct sockaddr_in sa;
     const union MHD_DaemonInfo *info;
     unsigned int flags;
-    int i, port, sig = 0;
+    int i, port, sig = 0, cores;
     double t_stop;
 
     if (parse_args(argc, argv)) return 2;
-    if (opt.threads == 0) opt.threads = usable_cores();
+    cores = usable_cores();
+    if (opt.threads == 0) opt.threads = cores;
     /* Batching joins rows while another core parses more; on one core it only adds two
        thread switches per batch and the wait (15.4k against 29.4k requests/s without it,
        make bench-serve), so it is on by default where there are two cores or more. */
-    if (opt.max_batch == 0) opt.max_batch = usable_cores() >= 2 ? 64 : 1;
+    if (opt.max_batch == 0) opt.max_batch = cores >= 2 ? 64 : 1;
     started_at = wall_now();
     json_use_arena();
     dl_set_threads(opt.predict_threads);
@@ -1221,7 +1222,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    for (i = 0; i < n_models; i++) {
+    for (i = 0; i < n_models && opt.max_batch > 1; i++) {   /* without batching nothing is queued */
         if (pthread_create(&models[i].worker, NULL, worker_main, &models[i]) != 0) { fprintf(stderr, "dlcore-serve: cannot start a worker thread\n"); return 1; }
         models[i].has_worker = 1;
     }
