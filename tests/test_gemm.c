@@ -163,9 +163,10 @@ static void sweep_small_n(void)
     DL_CHECK(fails == 0);
 }
 
-/* A row computed alone (m = 1: batch-1 inference, its own path on AVX-512) has the bits
-   it has as row 0 or 4 of five: dlcore-serve joins requests into one dl_predict and
-   promises each the bits it would get alone. n around the 16-column vectors and the
+/* Rows computed alone or a few together (m = 1..3: batch-1 inference and small joined
+   batches, their own paths on AVX-512) have the bits they have in a batch of nine, which
+   takes the packed path: dlcore-serve joins requests into one dl_predict and promises
+   each the bits it would get alone. n around the 16-column vectors and the 64- and
    128-column passes, k across the KC blocks, every alpha/beta. */
 static float *rand_buf(size_t n)
 {
@@ -175,34 +176,36 @@ static float *rand_buf(size_t n)
     return p;
 }
 
-static void one_row_case(void)
+static void few_rows_case(void)
 {
     const dl__isa_desc *d = &dl__isa_table[dl__isa_cur];
-    static const int ns[] = { 1, 10, 16, 17, 127, 128, 129, 300 };
-    int ks[6], ni, ki, ai, bi, r, fails = 0;
+    static const int ns[] = { 1, 10, 16, 17, 63, 64, 65, 127, 128, 129, 300 };
+    const int nn = (int)(sizeof ns / sizeof ns[0]), M = 9;
+    int ks[6], ni, ki, ai, bi, m, r, fails = 0;
     ks[0] = 1; ks[1] = 7; ks[2] = 784; ks[3] = d->kc; ks[4] = d->kc + 1; ks[5] = 2 * d->kc + 3;
-    for (ni = 0; ni < 8; ni++)
+    for (ni = 0; ni < nn; ni++)
         for (ki = 0; ki < 6; ki++)
             for (ai = 0; ai < 2; ai++)
                 for (bi = 0; bi < 3; bi++) {
                     int n = ns[ni], k = ks[ki];
-                    float *a = rand_buf((size_t)5 * k), *b = rand_buf((size_t)k * n), *c0 = rand_buf((size_t)5 * n);
-                    float *all = test_buf((size_t)5 * n), *one = test_buf((size_t)n);
-                    memcpy(all, c0, sizeof(float) * 5 * n);
-                    dl_sgemm(0, 0, 5, n, k, alphas[ai], a, k, b, n, betas[bi], all, n);
-                    for (r = 0; r < 5; r += 4) {
-                        memcpy(one, c0 + (size_t)r * n, sizeof(float) * n);
-                        dl_sgemm(0, 0, 1, n, k, alphas[ai], a + (size_t)r * k, k, b, n, betas[bi], one, n);
-                        if (memcmp(one, all + (size_t)r * n, sizeof(float) * n) != 0 && ++fails <= 3)
-                            fprintf(stderr, "  %s: n=%d k=%d alpha=%g beta=%g: row %d alone differs from its batch\n",
-                                    dl_isa_name(), n, k, alphas[ai], betas[bi], r);
-                    }
-                    free(a); free(b); free(c0); free(all); free(one);
+                    float *a = rand_buf((size_t)M * k), *b = rand_buf((size_t)k * n), *c0 = rand_buf((size_t)M * n);
+                    float *all = test_buf((size_t)M * n), *few = test_buf((size_t)4 * n);
+                    memcpy(all, c0, sizeof(float) * M * n);
+                    dl_sgemm(0, 0, M, n, k, alphas[ai], a, k, b, n, betas[bi], all, n);
+                    for (m = 1; m <= 4; m++)
+                        for (r = 0; r <= M - m; r += M - m) {
+                            memcpy(few, c0 + (size_t)r * n, sizeof(float) * m * n);
+                            dl_sgemm(0, 0, m, n, k, alphas[ai], a + (size_t)r * k, k, b, n, betas[bi], few, n);
+                            if (memcmp(few, all + (size_t)r * n, sizeof(float) * m * n) != 0 && ++fails <= 3)
+                                fprintf(stderr, "  %s: n=%d k=%d alpha=%g beta=%g: rows %d..%d alone differ from their batch\n",
+                                        dl_isa_name(), n, k, alphas[ai], betas[bi], r, r + m - 1);
+                        }
+                    free(a); free(b); free(c0); free(all); free(few);
                 }
     DL_CHECK(fails == 0);
 }
 
-DL_TEST(sgemm_one_row_has_its_batch_bits) { for_each_isa(one_row_case); }
+DL_TEST(sgemm_few_rows_have_their_batch_bits) { for_each_isa(few_rows_case); }
 DL_TEST(sgemm_edges_mn) { for_each_isa(sweep_mn); }
 DL_TEST(sgemm_small_n) { for_each_isa(sweep_small_n); }
 DL_TEST(sgemm_edges_k) { for_each_isa(sweep_k); }
