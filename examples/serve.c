@@ -254,7 +254,7 @@ typedef struct req {
     int    kind;
     char  *body;
     size_t len, cap;
-    int    too_big, responded, queued, columnar;
+    int    too_big, responded, queued, columnar, get;
     int    code;
     double t0;
     job    j;
@@ -472,16 +472,21 @@ static int parse_json(req *r, const dl_shape *s, int numel)
         for (inst = v->child; inst; inst = inst->next, i++)
             if (read_number(inst, r->j.x + i, e, sizeof e)) { snprintf(r->j.err, sizeof r->j.err, "inputs[%d]: %s", i, e); goto out; }
     } else {
+        /* Every value takes two bytes of the body at least ("0,"). When n rows cannot fit,
+           one of them is bad: read them all into one row's room, to name that one, rather
+           than allocate for n (4 MB of "[]," would ask for 5 GB). */
+        int fits = (size_t)n * (size_t)numel <= r->len / 2 + 1;
         r->j.rows = n;
-        r->j.x = (float *)malloc((size_t)n * (size_t)numel * sizeof(float));
+        r->j.x = (float *)malloc((fits ? (size_t)n : 1) * (size_t)numel * sizeof(float));
         if (!r->j.x) { code = 500; snprintf(r->j.err, sizeof r->j.err, "out of memory"); goto out; }
         i = 0;
         for (inst = v->child; inst; inst = inst->next, i++)
-            if (read_instance(inst, s, numel, r->j.x + (size_t)i * (size_t)numel, e, sizeof e)) {
+            if (read_instance(inst, s, numel, r->j.x + (fits ? (size_t)i * (size_t)numel : 0), e, sizeof e)) {
                 char sh[64];
                 snprintf(r->j.err, sizeof r->j.err, "%s[%d]: %s (input shape %s)", inp ? "inputs" : "instances", i, e, dl_shape_str(*s, sh, sizeof sh));
                 goto out;
             }
+        if (!fits) { snprintf(r->j.err, sizeof r->j.err, "%d instances of %d values cannot fit in %zu bytes", n, numel, r->len); goto out; }
     }
     code = 0;
 out:
@@ -1050,9 +1055,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->t0 = mono_now();
         *con_cls = r;
         ADD(&active, 1);
+        /* A response queued on this first call, before libmicrohttpd has read the whole
+           request, closes the connection after it: GETs answer on a later call, so a
+           scraper's connection stays open. */
+        if (is_get(method)) { r->get = 1; return MHD_YES; }
         return route(conn, r, url, method);
     }
     if (r->responded) { *upload_size = 0; return MHD_YES; }
+    if (r->get && !*upload_size) return route(conn, r, url, method);
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;

@@ -187,10 +187,23 @@ def good_requests():
         check("metadata: encodings", "image/png" in enc and "application/json" in enc, body.decode())
         st, body, _ = s.req("GET", "/healthz")
         check("healthz", st == 200 and json.loads(body)["status"] == "ok", body.decode())
+        # GETs keep the connection open: three on one socket, none answered "Connection: close"
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20 * SLOW)
+        try:
+            seen = []
+            for path in ("/healthz", "/v1/models/m", "/healthz"):
+                c.request("GET", path)
+                resp = c.getresponse()
+                resp.read()
+                seen.append((resp.status, resp.getheader("Connection"), c.sock is not None and c.sock.fileno()))
+            check("GETs on one kept-alive connection", all(st == 200 and conn != "close" for st, conn, _ in seen)
+                  and seen[0][2] and seen[0][2] == seen[2][2], repr(seen))
+        finally:
+            c.close()
         st, body, ct = s.req("GET", "/metrics")
         t = body.decode()
         check("metrics: Prometheus text", st == 200 and ct.startswith("text/plain"), ct)
-        for needle in ('dlserve_requests_total{model="m",code="200"} 10', 'dlserve_request_duration_seconds_bucket{model="m",le="+Inf"}',
+        for needle in ('dlserve_requests_total{model="m",code="200"} 11', 'dlserve_request_duration_seconds_bucket{model="m",le="+Inf"}',
                        'dlserve_batch_size_bucket{model="m",le="1"}', "dlserve_predicted_class_total{model=\"m\",class=",
                        'dlserve_model_version{model="m"} 1', 'dlserve_model_load_timestamp_seconds{model="m"}',
                        "process_resident_memory_bytes "):
@@ -288,6 +301,7 @@ def bad_requests():
         ("neither instances nor inputs", 400, b'{"x": [1]}', "application/json"),
         ("both instances and inputs", 400, b'{"instances": [], "inputs": []}', "application/json"),
         ("empty instances", 400, b'{"instances": []}', "application/json"),
+        ("15 000 empty rows", 400, b'{"instances": [' + b"[], " * 15000 + b"[]]}", "application/json"),
         ("trailing garbage", 400, BODIES[0] + b"}", "application/json"),
         ("deep nesting", 400, b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}", "application/json"),
         ("body over the limit", 413, b'{"instances": [' + b"0, " * 40000 + b"0]}", "application/json"),
