@@ -2794,34 +2794,49 @@ DL__TARGET("avx512f") DL__INLINE_ALWAYS __m512 dl__exp_avx512(__m512 x)
 }
 
 #define DL__TAIL16(left) ((__mmask16)((left) >= 16 ? 0xffff : (1u << (left)) - 1u))
+/* One row's softmax, p = exp(z - max) / sum (p may be z); gives the max and the sum. */
+DL__TARGET("avx512f") static void dl__softmax_row_avx512(const float *zr, float *p, int cols, float *mx, float *sum)
+{
+    __m512 vmx = _mm512_set1_ps(-INFINITY), vs = _mm512_setzero_ps(), bmx, inv;
+    int j;
+    for (j = 0; j < cols; j += 16)
+        vmx = _mm512_mask_max_ps(vmx, DL__TAIL16(cols - j), vmx, _mm512_maskz_loadu_ps(DL__TAIL16(cols - j), zr + j));
+    *mx = _mm512_reduce_max_ps(vmx);
+    bmx = _mm512_set1_ps(*mx);
+    for (j = 0; j < cols; j += 16) {
+        __mmask16 mk = DL__TAIL16(cols - j);
+        __m512 e = _mm512_maskz_mov_ps(mk, dl__exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, zr + j), bmx)));
+        _mm512_mask_storeu_ps(p + j, mk, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    *sum = _mm512_reduce_add_ps(vs);
+    inv = _mm512_set1_ps(1.0f / *sum);
+    for (j = 0; j < cols; j += 16) {
+        __mmask16 mk = DL__TAIL16(cols - j);
+        _mm512_mask_storeu_ps(p + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + j), inv));
+    }
+}
+
 DL__TARGET("avx512f") static double dl__ce_rows_avx512(const float *z, const float *lab, float *pr, size_t rows, int cols)
 {
     double s = 0.0;
     size_t r;
     for (r = 0; r < rows; r++) {
         const float *zr = z + r * (size_t)cols;
-        float *p = pr + r * (size_t)cols, mx, sum;
-        __m512 vmx = _mm512_set1_ps(-INFINITY), vs = _mm512_setzero_ps(), bmx, inv;
-        int j;
-        for (j = 0; j < cols; j += 16)
-            vmx = _mm512_mask_max_ps(vmx, DL__TAIL16(cols - j), vmx, _mm512_maskz_loadu_ps(DL__TAIL16(cols - j), zr + j));
-        mx = _mm512_reduce_max_ps(vmx);
-        bmx = _mm512_set1_ps(mx);
-        for (j = 0; j < cols; j += 16) {
-            __mmask16 mk = DL__TAIL16(cols - j);
-            __m512 e = _mm512_maskz_mov_ps(mk, dl__exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, zr + j), bmx)));
-            _mm512_mask_storeu_ps(p + j, mk, e);
-            vs = _mm512_add_ps(vs, e);
-        }
-        sum = _mm512_reduce_add_ps(vs);
+        float mx, sum;
+        dl__softmax_row_avx512(zr, pr + r * (size_t)cols, cols, &mx, &sum);
         s += (double)(mx + logf(sum) - zr[(int)lab[r]]);
-        inv = _mm512_set1_ps(1.0f / sum);
-        for (j = 0; j < cols; j += 16) {
-            __mmask16 mk = DL__TAIL16(cols - j);
-            _mm512_mask_storeu_ps(p + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + j), inv));
-        }
     }
     return s;
+}
+
+/* The softmax op's forward (y may be x). With libm's expf, called twice a logit, the
+   fp32 MLP's dl_predict took 1.16 us a sample at batch 256; 1.10 with this. */
+DL__TARGET("avx512f") static void dl__softmax_rows_avx512(const float *x, float *y, size_t rows, int cols)
+{
+    size_t r;
+    float mx, sum;
+    for (r = 0; r < rows; r++) dl__softmax_row_avx512(x + r * (size_t)cols, y + r * (size_t)cols, cols, &mx, &sum);
 }
 DL__GXX_UNINIT_ON
 #endif
@@ -5567,22 +5582,28 @@ static void dl__bwd_unary(dl_graph *g, dl__node *n)
     }
 }
 
-/* Row-wise softmax with the max subtracted, so large logits cannot overflow. */
+/* Row-wise softmax with the max subtracted, so large logits cannot overflow (y may be x). */
 static void dl__softmax_rows(const float *x, float *y, size_t rows, int cols, int log_out)
 {
     size_t r;
     int j;
+#ifdef DL__X86
+    if (!log_out && dl__isa_cur == DL__ISA_AVX512) { dl__softmax_rows_avx512(x, y, rows, cols); return; }
+#endif
     for (r = 0; r < rows; r++) {
         const float *xr = x + r * (size_t)cols;
         float *yr = y + r * (size_t)cols, mx = xr[0], sum = 0.0f;
         for (j = 1; j < cols; j++) if (xr[j] > mx) mx = xr[j];
-        for (j = 0; j < cols; j++) sum += expf(xr[j] - mx);
         if (log_out) {
-            float lse = mx + logf(sum);
+            float lse;
+            for (j = 0; j < cols; j++) sum += expf(xr[j] - mx);
+            lse = mx + logf(sum);
             for (j = 0; j < cols; j++) yr[j] = xr[j] - lse;
         } else {
-            float inv = 1.0f / sum;
-            for (j = 0; j < cols; j++) yr[j] = expf(xr[j] - mx) * inv;
+            float inv;
+            for (j = 0; j < cols; j++) sum += yr[j] = expf(xr[j] - mx);
+            inv = 1.0f / sum;
+            for (j = 0; j < cols; j++) yr[j] *= inv;
         }
     }
 }
@@ -9394,7 +9415,7 @@ static void dl__act_rows(float *x, int rows, int cols, int act, float alpha)
     case DL_LEAKY_RELU: { float a = alpha > 0.0f ? alpha : 0.01f; for (i = 0; i < n; i++) if (x[i] < 0.0f) x[i] *= a; break; }
     case DL_SIGMOID: for (i = 0; i < n; i++) x[i] = 1.0f / (1.0f + expf(-x[i])); break;
     case DL_TANH: for (i = 0; i < n; i++) x[i] = tanhf(x[i]); break;
-    case DL_SOFTMAX:
+    case DL_SOFTMAX:   /* libm's expf on every ISA: an int8 model gives the same bits everywhere */
         for (r = 0; r < rows; r++) {
             float *v = x + (size_t)r * cols, mx = v[0], s = 0.0f;
             for (j = 1; j < cols; j++) if (v[j] > mx) mx = v[j];

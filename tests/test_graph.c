@@ -613,6 +613,67 @@ DL_TEST(dropout_mask_is_the_same_on_every_isa)
     DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
 }
 
+/* Logits for the softmax tests: all equal, far apart (probabilities down in the
+   denormals and below), one -inf, and random rows; labels avoid the -inf. */
+static void softmax_logits(float *z, float *lab, int rows, int cols, dl_rng *r)
+{
+    int i, j;
+    for (i = 0; i < rows; i++) {
+        for (j = 0; j < cols; j++) {
+            float *zi = &z[i * cols + j];
+            switch (i) {
+            case 0: *zi = 3.0f; break;                                  /* all equal */
+            case 1: *zi = j % 2 ? -1000.0f : 1000.0f; break;            /* e^-2000 = 0 */
+            case 2: *zi = -(float)(j * 97 % 113); break;               /* e^-87..-112 */
+            case 3: *zi = j == cols / 2 && cols > 1 ? -INFINITY : dl_rng_normal(r); break;
+            default: *zi = (float)(i * 5) * dl_rng_normal(r); break;
+            }
+        }
+        lab[i] = (float)((i * 7) % cols);
+        if (i == 3 && cols > 1 && (int)lab[i] == cols / 2) lab[i] = (float)((cols / 2 + 1) % cols);
+    }
+}
+
+/* The softmax op's forward (an fp32 model's last layer in dl_predict) of every ISA
+   against double, into another buffer and in place. */
+DL_TEST(softmax_rows_of_every_isa_match_double)
+{
+    static const int widths[] = { 1, 2, 3, 10, 15, 16, 17, 32, 33, 100 };
+    static float z[8 * 100], lab[8], y[8 * 100];
+    dl_rng r;
+    int isa, wi, tried = 0;
+    dl_rng_seed(&r, 12);
+    for (isa = 0; isa < DL__ISA_COUNT; isa++) {
+        if (dl_set_isa(dl__isa_table[isa].name) != DL_OK) continue;
+        tried++;
+        for (wi = 0; wi < (int)(sizeof widths / sizeof widths[0]); wi++) {
+            const int cols = widths[wi], rows = 8;
+            double worst = 0.0;
+            int i, j, pass;
+            softmax_logits(z, lab, rows, cols, &r);
+            for (pass = 0; pass < 2; pass++) {
+                float *out = pass ? (float *)memcpy(y, z, sizeof(float) * rows * cols) : y;
+                dl__softmax_rows(pass ? y : z, out, (size_t)rows, cols, 0);
+                for (i = 0; i < rows; i++) {
+                    const float *zi = z + i * cols;
+                    double mx = zi[0], sum = 0.0;
+                    for (j = 1; j < cols; j++) if (zi[j] > mx) mx = zi[j];
+                    for (j = 0; j < cols; j++) sum += exp((double)zi[j] - mx);
+                    for (j = 0; j < cols; j++) {
+                        double p = exp((double)zi[j] - mx) / sum;
+                        double e = fabs((double)out[i * cols + j] - p) / (p + 1e-38) / (1.0 + 0.5 * fabs((double)zi[j] - mx));
+                        if (e > worst) worst = e;
+                    }
+                }
+            }
+            if (!(worst < 1e-6)) DL_FAILF("isa %s, %d classes: worst probability error %g", dl__isa_table[isa].name, cols, worst);
+            DL_CHECK(worst < 1e-6);
+        }
+    }
+    DL_CHECK(tried >= 1);
+    DL_CHECK_EQ_INT(dl_set_isa("auto"), DL_OK);
+}
+
 /* The softmax cross-entropy rows (section 1.8) of every ISA against the same sums in
    double: probabilities and the loss, for widths around the 16-lane vectors, logits
    far apart (probabilities down in the denormals and below), all equal, and -inf;
@@ -631,20 +692,7 @@ DL_TEST(softmax_ce_rows_of_every_isa_match_double_sums)
             const int cols = widths[wi], rows = 8;
             double want = 0.0, got, worst = 0.0;
             int i, j;
-            for (i = 0; i < rows; i++) {
-                for (j = 0; j < cols; j++) {
-                    float *zi = &z[i * cols + j];
-                    switch (i) {
-                    case 0: *zi = 3.0f; break;                                  /* all equal */
-                    case 1: *zi = j % 2 ? -1000.0f : 1000.0f; break;            /* e^-2000 = 0 */
-                    case 2: *zi = -(float)(j * 97 % 113); break;               /* e^-87..-112 */
-                    case 3: *zi = j == cols / 2 && cols > 1 ? -INFINITY : dl_rng_normal(&r); break;
-                    default: *zi = (float)(i * 5) * dl_rng_normal(&r); break;
-                    }
-                }
-                lab[i] = (float)((i * 7) % cols);
-                if (i == 3 && cols > 1 && (int)lab[i] == cols / 2) lab[i] = (float)((cols / 2 + 1) % cols);
-            }
+            softmax_logits(z, lab, rows, cols, &r);
             got = dl__ce_rows(z, lab, pr, (size_t)rows, cols);
             for (i = 0; i < rows; i++) {
                 const float *zi = z + i * cols;
