@@ -781,6 +781,8 @@ static void *loop_main(void *arg)
         if (L->pending && (LOAD(&draining) || mono_now() - L->oldest >= 1e-6 * (double)opt.batch_timeout_us)) flush_all(L);
     }
     flush_all(L);
+    /* Also after an error above: the shared socket must not be closed by MHD_stop_daemon. */
+    if (!L->quiesced) { MHD_quiesce_daemon(L->d); __atomic_store_n(&L->quiesced, 1, __ATOMIC_RELAXED); }
     dl_thread_release();
     return NULL;
 }
