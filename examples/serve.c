@@ -796,7 +796,7 @@ static void *loop_main(void *arg)
    within a few ulps of a double of the exact value, so the rounded integer is off by
    one unit of the 9th digit at worst, 1e-8 of the value, while a float's neighbours
    lie 6e-8 apart or more: the number still rounds back to f. Writes at most 16 bytes;
-   returns the length. tests/test_serve_float.c checks the round trip. */
+   returns the length. tests/serve_float.c checks the round trip. */
 static int format_float(char *out, float f)
 {
     static const double p10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,

@@ -43,15 +43,15 @@ $(B)/serve_helper: tests/serve_helper.c $(HDR) | deps-serve
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
 # The float formatter of the answers, with serve.c compiled into the test.
-$(B)/test_serve_float: tests/test_serve_float.c tests/dltest.h examples/serve.c $(B)/serve_json.o $(HDR) | deps-serve
+$(B)/serve_float: tests/serve_float.c tests/dltest.h examples/serve.c $(B)/serve_json.o $(HDR) | deps-serve
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(B)/serve_json.o -o $@ $(SERVE_LIBS) $(SERVE_JSON_LIBS) $(LDLIBS)
 
 TEST_DEPS  += serve
-TEST_BUILD += $(B)/dlcore-serve $(B)/san/dlcore-serve $(B)/serve_helper $(B)/test_serve_float
+TEST_BUILD += $(B)/dlcore-serve $(B)/san/dlcore-serve $(B)/serve_helper $(B)/serve_float
 
 define TEST_PLAN_SERVE
-serve-float $(B)/test_serve_float
+serve-float $(B)/serve_float
 serve-api $(SERVE_PY) tests/test_serve.py --server $(B)/dlcore-serve --helper $(B)/serve_helper
 serve-api-san $(SERVE_PY) tests/test_serve.py --server $(B)/san/dlcore-serve --helper $(B)/serve_helper --sanitized
 endef

@@ -1,4 +1,4 @@
-/* test_serve_float.c - dlcore-serve writes each predicted float as a JSON number that
+/* serve_float.c - dlcore-serve writes each predicted float as a JSON number that
    reads back as the same float (format_float in examples/serve.c, compiled here with
    its main renamed): every power of two, the floats around every power of ten, the
    extremes and denormals, and millions of random bit patterns, through strtof; each
