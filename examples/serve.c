@@ -699,7 +699,7 @@ static void flush_model(loop *L, int m)
     L->tail[m] = &L->head[m];
     L->rows[m] = 0;
     run_jobs(&models[m], list);
-    for (j = list; j;) {   /* the handler may free a job once it is done: read next first */
+    for (j = list; j;) {   /* unlinked as they are marked, so each next is read first */
         job *next = j->next;
         j->next = NULL;
         j->done = 1;

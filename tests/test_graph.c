@@ -634,6 +634,29 @@ static void softmax_logits(float *z, float *lab, int rows, int cols, dl_rng *r)
     }
 }
 
+/* Probabilities p of rows x cols logits z against softmax in double: the worst error,
+   relative, with a floor at the denormals' spacing, over what rounding z - max to float
+   already costs (half an ulp of it). Adds each row's logsumexp(z) - z[label] to *loss
+   when lab is given. */
+static double softmax_worst_error(const float *z, const float *p, int rows, int cols, const float *lab, double *loss)
+{
+    double worst = 0.0;
+    int i, j;
+    for (i = 0; i < rows; i++) {
+        const float *zi = z + i * cols;
+        double mx = zi[0], sum = 0.0;
+        for (j = 1; j < cols; j++) if (zi[j] > mx) mx = zi[j];
+        for (j = 0; j < cols; j++) sum += exp((double)zi[j] - mx);
+        if (lab) *loss += mx + log(sum) - zi[(int)lab[i]];
+        for (j = 0; j < cols; j++) {
+            double want = exp((double)zi[j] - mx) / sum;
+            double e = fabs((double)p[i * cols + j] - want) / (want + 1e-38) / (1.0 + 0.5 * fabs((double)zi[j] - mx));
+            if (e > worst) worst = e;
+        }
+    }
+    return worst;
+}
+
 /* The softmax op's forward (an fp32 model's last layer in dl_predict) of every ISA
    against double, into another buffer and in place. */
 DL_TEST(softmax_rows_of_every_isa_match_double)
@@ -648,23 +671,14 @@ DL_TEST(softmax_rows_of_every_isa_match_double)
         tried++;
         for (wi = 0; wi < (int)(sizeof widths / sizeof widths[0]); wi++) {
             const int cols = widths[wi], rows = 8;
-            double worst = 0.0;
-            int i, j, pass;
+            double worst = 0.0, e;
+            int pass;
             softmax_logits(z, lab, rows, cols, &r);
-            for (pass = 0; pass < 2; pass++) {
-                float *out = pass ? (float *)memcpy(y, z, sizeof(float) * rows * cols) : y;
-                dl__softmax_rows(pass ? y : z, out, (size_t)rows, cols, 0);
-                for (i = 0; i < rows; i++) {
-                    const float *zi = z + i * cols;
-                    double mx = zi[0], sum = 0.0;
-                    for (j = 1; j < cols; j++) if (zi[j] > mx) mx = zi[j];
-                    for (j = 0; j < cols; j++) sum += exp((double)zi[j] - mx);
-                    for (j = 0; j < cols; j++) {
-                        double p = exp((double)zi[j] - mx) / sum;
-                        double e = fabs((double)out[i * cols + j] - p) / (p + 1e-38) / (1.0 + 0.5 * fabs((double)zi[j] - mx));
-                        if (e > worst) worst = e;
-                    }
-                }
+            for (pass = 0; pass < 2; pass++) {   /* into y, then in place */
+                if (pass) memcpy(y, z, sizeof(float) * rows * cols);
+                dl__softmax_rows(pass ? y : z, y, (size_t)rows, cols, 0);
+                e = softmax_worst_error(z, y, rows, cols, NULL, NULL);
+                if (e > worst) worst = e;
             }
             if (!(worst < 1e-6)) DL_FAILF("isa %s, %d classes: worst probability error %g", dl__isa_table[isa].name, cols, worst);
             DL_CHECK(worst < 1e-6);
@@ -690,24 +704,10 @@ DL_TEST(softmax_ce_rows_of_every_isa_match_double_sums)
         tried++;
         for (wi = 0; wi < (int)(sizeof widths / sizeof widths[0]); wi++) {
             const int cols = widths[wi], rows = 8;
-            double want = 0.0, got, worst = 0.0;
-            int i, j;
+            double want = 0.0, got, worst;
             softmax_logits(z, lab, rows, cols, &r);
             got = dl__ce_rows(z, lab, pr, (size_t)rows, cols);
-            for (i = 0; i < rows; i++) {
-                const float *zi = z + i * cols;
-                double mx = zi[0], sum = 0.0;
-                for (j = 1; j < cols; j++) if (zi[j] > mx) mx = zi[j];
-                for (j = 0; j < cols; j++) sum += exp((double)zi[j] - mx);
-                want += mx + log(sum) - zi[(int)lab[i]];
-                for (j = 0; j < cols; j++) {
-                    double p = exp((double)zi[j] - mx) / sum;
-                    /* relative, with a floor at the denormals' spacing, over what
-                       rounding z - max to float already costs (half an ulp of it) */
-                    double e = fabs((double)pr[i * cols + j] - p) / (p + 1e-38) / (1.0 + 0.5 * fabs((double)zi[j] - mx));
-                    if (e > worst) worst = e;
-                }
-            }
+            worst = softmax_worst_error(z, pr, rows, cols, lab, &want);
             if (!(worst < 1e-6) || !(fabs(got - want) <= 1e-6 * fabs(want) + 1e-6))
                 DL_FAILF("isa %s, %d classes: worst probability error %g, loss sum %.9g (want %.9g)",
                          dl__isa_table[isa].name, cols, worst, got, want);
