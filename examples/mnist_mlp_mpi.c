@@ -1,16 +1,18 @@
 /* mnist_mlp_mpi - mnist_mlp (or with --cnn mnist_cnn) trained data-parallel over
    MPI ranks: every rank holds the model, trains on its share of each global batch,
-   and the gradients are summed with MPI_Allreduce (with --overlap, MPI_Iallreduce
-   while the layers below compute theirs) through dlcore's dl_comm hook. The result
-   is the model one process trains with the same --batch and --seed, up to the order
-   of the gradient sums.
+   and the gradients are summed through dlcore's dl_comm hook: in an MPI-3
+   shared-memory window when all ranks are on one host (mpi_node_sum.h), else with
+   MPI_Allreduce (with --overlap, MPI_Iallreduce while the layers below compute
+   theirs). The result is the model one process trains with the same --batch and
+   --seed, up to the order of the gradient sums.
 
    mpirun -np 2 build/mnist_mlp_mpi --data data/fashion-mnist
    (as root add --allow-run-as-root; with more ranks than cores, --oversubscribe)
 
    usage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
                         [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet]
-                        [--overlap] [--cnn] [--train-samples N] [--kill-rank R --kill-after N]
+                        [--overlap] [--mpi-allreduce] [--comm-barrier] [--cnn]
+                        [--train-samples N] [--kill-rank R --kill-after N]
    --batch is the global batch, split over the ranks. --cnn trains mnist_cnn's model
    (the seeds' CNN) instead of the MLP: with the same flags it ends with the weights
    mnist_cnn trains. --train-samples N trains on the first N samples only.
@@ -22,6 +24,10 @@
    MPI_Iallreduce of the gradients takes about 1.5x its MPI_Allreduce
    (bench/mpi/mpi_allreduce.c), so on one host the blocking reduction trains faster
    (make bench-mpi: 2x1 against 2x1o).
+   --mpi-allreduce sums the gradients with MPI_Allreduce also on one host.
+   --comm-barrier (a diagnosis, without --overlap) puts a barrier before each
+   gradient sum and prints "gradient_sum_seconds <f> barrier_wait_seconds <f>": what
+   the sums cost in training, apart from waiting for the slowest rank.
    --kill-rank/--kill-after: fault injection for the tests, rank R kills itself
    (SIGKILL) at its N-th collective call. Before the last line rank 0 prints
    "comm_seconds <f> of train_seconds": time inside the MPI calls during training.
@@ -29,18 +35,25 @@
    "test_accuracy <f> test_loss <f> train_seconds <f>". */
 #define DLCORE_IMPLEMENTATION
 #include "../dlcore.h"
+#include "mpi_node_sum.h"
 #include <mpi.h>
 #include <limits.h>
 #include <signal.h>
 
 #define MAX_REQ 64
+/* below this many floats MPI_Allreduce's latency path wins (mpi_allreduce COUNT) */
+#define NODE_SUM_MIN 4096
 
 typedef struct mpi_ctx {
     MPI_Comm comm;
     int rank;
+    int use_node_sum;          /* gradients summed through the shared-memory window */
+    node_sum ns;
     MPI_Request req[MAX_REQ];
     int used[MAX_REQ];
     double seconds;            /* inside MPI calls */
+    int barrier;               /* --comm-barrier: wait for all ranks before each gradient sum */
+    double waited, summed;     /* with it: in those barriers, and in the sums after them */
     long calls, kill_after;    /* fault injection: die at this collective */
 } mpi_ctx;
 
@@ -70,7 +83,21 @@ static int hook_allreduce(void *user, void *buf, size_t count, int dtype)
     int rc;
     maybe_die(c);
     if (count > INT_MAX) return DL_ERR;
+    if (c->barrier && dtype == DL_COMM_F32) {   /* a late rank's lag counted apart from the sum */
+        rc = MPI_Barrier(c->comm);
+        c->waited += MPI_Wtime() - t0;
+        if (rc != MPI_SUCCESS) return check(c, rc, "MPI_Barrier");
+        t0 = MPI_Wtime();
+    }
+    /* the loss and hits (a few doubles) take MPI's own latency-bound path */
+    if (c->use_node_sum && dtype == DL_COMM_F32 && count >= NODE_SUM_MIN) {
+        rc = node_sum_run(&c->ns, (float *)buf, count);
+        if (c->barrier) c->summed += MPI_Wtime() - t0;
+        c->seconds += MPI_Wtime() - t0;
+        return check(c, rc, "the shared-memory sum");
+    }
     rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, dtype == DL_COMM_F64 ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, c->comm);
+    if (c->barrier && dtype == DL_COMM_F32) c->summed += MPI_Wtime() - t0;
     c->seconds += MPI_Wtime() - t0;
     return check(c, rc, "MPI_Allreduce");
 }
@@ -122,8 +149,8 @@ static int usage(int rank, const char *why)
 {
     if (rank == 0)
         fprintf(stderr, "mnist_mlp_mpi: %s\nusage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]"
-                        " [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet] [--overlap]"
-                        " [--cnn] [--train-samples N] [--kill-rank R --kill-after N]\n", why);
+                        " [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet] [--overlap] [--mpi-allreduce]"
+                        " [--comm-barrier] [--cnn] [--train-samples N] [--kill-rank R --kill-after N]\n", why);
     MPI_Finalize();
     return 2;
 }
@@ -142,6 +169,7 @@ int main(int argc, char **argv)
 {
     const char *dir = "data/fashion-mnist", *save = NULL, *log = NULL;
     int epochs = 5, batch = 32, threads = 0, quiet = 0, profile = 0, overlap = 0, kill_rank = -1, cnn = 0, limit = 0, i;
+    int mpi_sum = 0, comm_barrier = 0;
     int rank, size, local_size;
     long kill_after = 0;
     unsigned long seed = 0;
@@ -166,6 +194,8 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--overlap")) { overlap = 1; continue; }
+        if (!strcmp(a, "--mpi-allreduce")) { mpi_sum = 1; continue; }
+        if (!strcmp(a, "--comm-barrier")) { comm_barrier = 1; continue; }
         if (!strcmp(a, "--cnn")) { cnn = 1; continue; }
         if (!v) return usage(rank, "missing value after an option");
         if (!strcmp(a, "--data")) dir = v;
@@ -236,6 +266,7 @@ int main(int argc, char **argv)
     ctx.comm = MPI_COMM_WORLD;
     ctx.rank = rank;
     ctx.kill_after = rank == kill_rank ? kill_after : 0;
+    ctx.barrier = comm_barrier && !overlap;
     memset(&comm, 0, sizeof comm);
     comm.rank = rank;
     comm.size = size;
@@ -243,6 +274,7 @@ int main(int argc, char **argv)
     comm.allreduce = hook_allreduce;
     comm.bcast = hook_bcast;
     if (overlap) { comm.iallreduce = hook_iallreduce; comm.wait = hook_wait; }
+    else if (!mpi_sum) ctx.use_node_sum = node_sum_init(&ctx.ns, MPI_COMM_WORLD);
 
     memset(&fo, 0, sizeof fo);
     fo.epochs = epochs;
@@ -255,8 +287,11 @@ int main(int argc, char **argv)
     t0 = MPI_Wtime();
     if (dl_fit(m, &part, &fo) != DL_OK) return fail(rank, dl_last_error());
     secs = MPI_Wtime() - t0;
+    if (rank == 0 && ctx.barrier)
+        printf("gradient_sum_seconds %.3f barrier_wait_seconds %.3f\n", ctx.summed, ctx.waited);
     if (rank == 0) printf("comm_seconds %.3f of train_seconds %.3f (%s)\n", ctx.seconds, secs,
-                          overlap ? "MPI_Iallreduce overlapping backward" : "MPI_Allreduce");
+                          overlap ? "MPI_Iallreduce overlapping backward"
+                          : ctx.use_node_sum ? "shared-memory window" : "MPI_Allreduce");
     if (dl_evaluate_comm(m, &test, &mt, &comm) != DL_OK) return fail(rank, dl_last_error());
     if (!quiet && rank == 0) dl_metrics_print(&mt, stdout);
     if (save && rank == 0) {
@@ -268,6 +303,7 @@ int main(int argc, char **argv)
     dl_model_free(m);
     dl_dataset_free(&train);
     dl_dataset_free(&test);
+    if (ctx.use_node_sum) node_sum_free(&ctx.ns);
     MPI_Finalize();
     return 0;
 }

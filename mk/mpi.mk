@@ -1,9 +1,9 @@
 # mk/mpi.mk - data-parallel training over Open MPI (included by the Makefile).
 #   build/mnist_mlp_mpi   examples/mnist_mlp_mpi.c, built with mpicc (deps group mpi)
 #   make test             adds: dl_comm against one process inside an MPI job (2 ranks
-#                         on loopback equal one process, for the MLP and the CNN), a
-#                         killed rank stops the job, only rank 0 saves; see
-#                         tests/test_mpi.sh
+#                         on loopback equal one process, for the MLP and the CNN), the
+#                         shared-memory window sum on 2 and 3 ranks, a killed rank
+#                         stops the job, only rank 0 saves; see tests/test_mpi.sh
 #   make bench-mpi        1 process x 2 threads and x 1 thread against 2 ranks x 1
 #                         thread on the MLP, batch 128 and 512, and on the CNN,
 #                         batch 64 and 256: seconds per run, scaling, all-reduce
@@ -21,7 +21,7 @@ ifneq ($(shell command -v $(MPICC) 2>/dev/null),)
 examples: $(B)/mnist_mlp_mpi
 endif
 
-$(B)/mnist_mlp_mpi: examples/mnist_mlp_mpi.c $(HDR)
+$(B)/mnist_mlp_mpi: examples/mnist_mlp_mpi.c examples/mpi_node_sum.h $(HDR)
 	@mkdir -p $(@D)
 	$(MPICC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
@@ -29,16 +29,20 @@ $(B)/mpi_compare: tests/mpi_compare.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
+$(B)/mpi_node_sum: tests/mpi_node_sum.c examples/mpi_node_sum.h
+	@mkdir -p $(@D)
+	$(MPICC) $(WARN) $(CFLAGS) $< -o $@ -lm
+
 TEST_DEPS  += mpi
-TEST_BUILD += $(B)/mnist_mlp_mpi $(B)/mpi_compare $(B)/mnist_mlp $(B)/mnist_cnn
+TEST_BUILD += $(B)/mnist_mlp_mpi $(B)/mpi_compare $(B)/mpi_node_sum $(B)/mnist_mlp $(B)/mnist_cnn
 define TEST_PLAN_MPI
 mpi-2ranks B=$(B) sh tests/test_mpi.sh
 endef
 TEST_PLANS += TEST_PLAN_MPI
 
-$(B)/mpi_allreduce: bench/mpi/mpi_allreduce.c
+$(B)/mpi_allreduce: bench/mpi/mpi_allreduce.c examples/mpi_node_sum.h
 	@mkdir -p $(@D)
-	$(MPICC) $(WARN) $(CFLAGS) $< -o $@
+	$(MPICC) $(WARN) $(CFLAGS) $< -o $@ -lm
 
 .PHONY: bench-mpi
 bench-mpi:

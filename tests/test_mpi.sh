@@ -1,9 +1,12 @@
 #!/bin/sh
 # test_mpi.sh - data-parallel training over Open MPI on this host, against one process:
-#   - 2 ranks (shared memory, --overlap: MPI_Iallreduce overlapping backward) and 2
-#     ranks over TCP on loopback (MPI_Allreduce, an uneven 62 + 63 split of each batch)
-#     train the MNIST MLP for one epoch (469 and 480 steps) to the weights
-#     build/mnist_mlp trains with the same global batch and seed, within 1e-5 relative;
+#   - the shared-memory window sum (examples/mpi_node_sum.h) on 2 and 3 ranks
+#     against a double sum of every rank's input (build/mpi_node_sum);
+#   - 2 ranks (shared memory, --overlap: MPI_Iallreduce overlapping backward), 2 ranks
+#     with the window sum, and 2 ranks over TCP on loopback (--mpi-allreduce, an
+#     uneven 62 + 63 split of each batch) train the MNIST MLP for one epoch (469, 469
+#     and 480 steps) to the weights build/mnist_mlp trains with the same global batch
+#     and seed, within 1e-5 relative;
 #   - the same for the seeds' CNN (mnist_mlp_mpi --cnn against build/mnist_cnn), one
 #     step of batch 64, within 1e-4 relative (see the CNN case below);
 #   - only rank 0 saves, once: each rank runs in its own directory and only rank 0's
@@ -11,7 +14,7 @@
 #   - a rank that is killed mid-training, or fails on bad input, ends the whole
 #     job with an error (never a hang: every run is bounded by timeout) and no model.
 # Run from the repository root after
-#   make build/mnist_mlp build/mnist_cnn build/mnist_mlp_mpi build/mpi_compare build/dlc data
+#   make build/mnist_mlp build/mnist_cnn build/mnist_mlp_mpi build/mpi_compare build/mpi_node_sum build/dlc data
 # Prints "test_mpi.sh: N passed, N failed".
 B=${B:-build}
 DATA=${DLCORE_FASHION:-data/fashion-mnist}
@@ -25,7 +28,7 @@ pass=0; fail=0
 ok()  { echo "ok   $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL $1"; [ -f "$tmp/out" ] && sed 's/^/    /' "$tmp/out" | tail -15; fail=$((fail + 1)); }
 
-for f in "$B/mnist_mlp" "$B/mnist_cnn" "$B/mnist_mlp_mpi" "$B/mpi_compare" "$B/dlc"; do
+for f in "$B/mnist_mlp" "$B/mnist_cnn" "$B/mnist_mlp_mpi" "$B/mpi_compare" "$B/mpi_node_sum" "$B/dlc"; do
     [ -x "$f" ] || { bad "missing $f (make test builds it)"; echo "test_mpi.sh: $pass passed, $fail failed"; exit 1; }
 done
 command -v mpirun >/dev/null 2>&1 || { bad "mpirun not installed (tools/deps.sh mpi)"; echo "test_mpi.sh: $pass passed, $fail failed"; exit 1; }
@@ -51,10 +54,20 @@ equal() {
     else bad "$name: weights differ"; fi
     rm -f "$tmp/one.dlc" "$tmp/two.dlc"
 }
+# The window sum (examples/mpi_node_sum.h) against a double sum, on 2 and 3 ranks.
+for np in 2 3; do
+    if timeout "$TIMEOUT" mpirun -np "$np" "$B/mpi_node_sum" >"$tmp/out" 2>&1; then
+        ok "$(tail -n 1 "$tmp/out")"
+    else bad "shared-memory window sum on $np ranks:"; sed 's/^/    /' "$tmp/out" | head -20; fi
+done
+
 ONE="$B/mnist_mlp"; COMMON=""; EXTRA="--overlap"; TOL=1e-5
 equal "2 ranks (shared memory, overlapping) = 1 process, batch 128" 128 3 OMPI_MCA_btl=self,vader
 EXTRA=""
-equal "2 ranks (TCP loopback, blocking) = 1 process, batch 125" 125 5 OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo
+equal "2 ranks (shared-memory window sum) = 1 process, batch 128" 128 4 OMPI_MCA_btl=self,vader
+EXTRA="--mpi-allreduce"
+equal "2 ranks (TCP loopback, MPI_Allreduce) = 1 process, batch 125" 125 5 OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo
+EXTRA=""
 # The CNN: one step. Its weight gradients sum thousands of terms per image, so the
 # two orders of summation differ in the last bits, and Adam's first step,
 # lr * g / (|g| + 1e-7), turns a rounding difference dg of a near-zero gradient into

@@ -3,8 +3,10 @@
 # Fashion-MNIST per run) on this host, the configurations interleaved round by round:
 #   1x1   build/mnist_mlp --threads 1                 one process, one thread
 #   1x2   build/mnist_mlp --threads 2                 one process, two threads
-#   2x1   mpirun -np 2 build/mnist_mlp_mpi --threads 1  (MPI_Allreduce)
-#   2x1o  the same with --overlap (MPI_Iallreduce overlapping backward)
+#   2x1   mpirun -np 2 build/mnist_mlp_mpi --threads 1  (the shared-memory window sum)
+#   2x1m  the same with --mpi-allreduce (MPI_Allreduce)
+#   2x1b  the same as 2x1 with --comm-barrier: the time in the gradient sums themselves
+#         during training, a barrier before each keeping the wait for a late rank out
 #   2ind  two independent 1x1 runs at once, pinned to cores 0 and 1 (no MPI): what
 #         the two cores deliver together; 2 x 1x1 / 2ind is the speedup ceiling
 # at global batch 128 and 512, and the first three (c1x1, c1x2, c2x1) for the seeds'
@@ -12,8 +14,9 @@
 # images at global batch 64 and 256. Prints seconds per epoch (best and median of the
 # rounds), the 2-rank speedup over 1x1 and 1x2 and its efficiency (speedup / 2),
 # the share of training time spent inside MPI calls (which includes waiting for the
-# slower rank), the intrinsic all-reduce cost (bench/mpi/mpi_allreduce.c, after a
-# barrier) against the step time, and a paper estimate for 8, 64 and 512 ranks
+# slower rank), the gradient sums' share of training time (2x1b), the all-reduce
+# cost alone (bench/mpi/mpi_allreduce.c, after a barrier) against the step time,
+# and a paper estimate for 8, 64 and 512 ranks
 # from the compute per step measured with one rank (mpirun -np 1, the unfused
 # update path a rank runs) and a ring all-reduce over stated links.
 # Environment: B (build dir), DATA (default data/fashion-mnist), CNN_SAMPLES.
@@ -33,7 +36,7 @@ res="$out/results"   # lines: config batch train_seconds comm_seconds
 : >"$res"
 
 secs() { sed -n 's/.*train_seconds \([0-9.]*\)$/\1/p' "$1" | tail -n 1; }
-comm() { sed -n 's/^comm_seconds \([0-9.]*\) of.*/\1/p' "$1" | tail -n 1; }
+comm() { sed -n 's/^comm_seconds \([0-9.]*\) of.*/\1/p; s/^gradient_sum_seconds \([0-9.]*\) .*/\1/p' "$1" | head -n 1; }
 run() { # config batch command...
     cfg=$1; b=$2; shift 2
     if ! "$@" --data "$DATA" --epochs 1 --batch "$b" --quiet >"$out/log" 2>&1; then
@@ -61,7 +64,8 @@ while [ "$r" -le "$ROUNDS" ]; do
         run 1x1  "$b" "$B/mnist_mlp" --threads 1
         run 2x1  "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1
         run 1x2  "$b" "$B/mnist_mlp" --threads 2
-        run 2x1o "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --overlap
+        run 2x1m "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --mpi-allreduce
+        run 2x1b "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --comm-barrier
         pair "$b"
     done
     for b in 64 256; do
@@ -76,11 +80,17 @@ done
 for b in 512 256 128 64 8; do
     run np1 "$b" mpirun -np 1 "$B/mnist_mlp_mpi" --threads 1
 done
-mpirun -np 2 "$B/mpi_allreduce" 101770 300 >"$out/ar" 2>&1 || { cat "$out/ar" >&2; exit 1; }
-ar_us=$(sed -n 's/^allreduce gradients:.*median \([0-9.]*\) us.*/\1/p' "$out/ar")
-small_us=$(sed -n 's/^allreduce loss and hits:.*median \([0-9.]*\) us.*/\1/p' "$out/ar")
+# three runs of the reduction benchmark; the median of their medians
+: >"$out/ar"
+for r in 1 2 3; do
+    mpirun -np 2 "$B/mpi_allreduce" 101770 300 >>"$out/ar" 2>&1 || { cat "$out/ar" >&2; exit 1; }
+done
+mid3() { sed -n "s/^$1:.*median \([0-9.]*\) us.*/\1/p" "$out/ar" | sort -n | sed -n 2p; }
+ar_us=$(mid3 'window sum gradients')
+armpi_us=$(mid3 'allreduce gradients')
+small_us=$(mid3 'allreduce loss and hits')
 
-awk -v ar="$ar_us" -v small="$small_us" -v cnn_n="$CNN_SAMPLES" '
+awk -v ar="$ar_us" -v armpi="$armpi_us" -v small="$small_us" -v cnn_n="$CNN_SAMPLES" '
 function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function med(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 # row(cfg, b): the best and median seconds of cfg at batch b into best[] and mid[],
@@ -96,16 +106,17 @@ function row(cfg, b,   k, m, i, v, w, share) {
 { k = $1 " " $2; n[k]++; t[k, n[k]] = $3; c[k, n[k]] = $4; if ($1 == "np1") np1[$2] = ($3 - $4) }
 END {
     printf "\n%-6s %-5s %10s %10s %14s\n", "config", "batch", "best s", "median s", "in MPI calls"
-    split("1x1 1x2 2x1 2x1o 2ind", cfgs, " ")
-    for (bi = 1; bi <= 2; bi++) for (ci = 1; ci <= 5; ci++) row(cfgs[ci], bi == 1 ? 128 : 512)
+    split("1x1 1x2 2x1 2x1m 2x1b 2ind", cfgs, " ")
+    for (bi = 1; bi <= 2; bi++) for (ci = 1; ci <= 6; ci++) row(cfgs[ci], bi == 1 ? 128 : 512)
+    printf "(2x1b: the share of its training time in the gradient sums, a barrier before each)\n"
     printf "\nspeedup of 2 ranks x 1 thread (best / median of rounds); efficiency = speedup / 2\n"
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 128 : 512
-        printf "  batch %3d: over 1x1 %.2fx / %.2fx (efficiency %.0f%% / %.0f%%); over 1x2 %.2fx / %.2fx; overlapping over 1x1 %.2fx / %.2fx\n", b,
+        printf "  batch %3d: over 1x1 %.2fx / %.2fx (efficiency %.0f%% / %.0f%%); over 1x2 %.2fx / %.2fx; with MPI_Allreduce over 1x1 %.2fx / %.2fx\n", b,
             best["1x1 " b] / best["2x1 " b], mid["1x1 " b] / mid["2x1 " b],
             50 * best["1x1 " b] / best["2x1 " b], 50 * mid["1x1 " b] / mid["2x1 " b],
             best["1x2 " b] / best["2x1 " b], mid["1x2 " b] / mid["2x1 " b],
-            best["1x1 " b] / best["2x1o " b], mid["1x1 " b] / mid["2x1o " b]
+            best["1x1 " b] / best["2x1m " b], mid["1x1 " b] / mid["2x1m " b]
         printf "    ceiling (2 x 1x1 / 2ind: two independent runs at once): %.2fx / %.2fx; 2x1 reaches %.0f%% / %.0f%% of it\n",
             2 * best["1x1 " b] / best["2ind " b], 2 * mid["1x1 " b] / mid["2ind " b],
             100 * (best["1x1 " b] / best["2x1 " b]) / (2 * best["1x1 " b] / best["2ind " b]),
@@ -122,7 +133,8 @@ END {
             best["c1x2 " b] / best["c2x1 " b], mid["c1x2 " b] / mid["c2x1 " b]
     }
     for (b = 8; b <= 512; b *= 2) if (b in np1) { st = int((60000 + b - 1) / b); cs[b] = 1e6 * np1[b] / st }
-    printf "\nall-reduce of the 101770 gradient floats (407 KB) over 2 ranks on loopback: %.1f us (median, after a barrier);\n", ar
+    printf "\nsum of the 101770 gradient floats (407 KB) over 2 ranks on this host, alone (median of 3 runs of 300, after a barrier):\n"
+    printf "the shared-memory window %.1f us, MPI_Allreduce %.1f us;\n", ar, armpi
     printf "the per-step loss/hits reduction: %.1f us. Against a 2-rank step:\n", small
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 128 : 512; st = int((60000 + b - 1) / b)
