@@ -81,26 +81,22 @@ static void maybe_die(mpi_ctx *c)
 static int hook_allreduce(void *user, void *buf, size_t count, int dtype)
 {
     mpi_ctx *c = (mpi_ctx *)user;
-    double t0 = MPI_Wtime();
-    int rc;
+    double t0 = MPI_Wtime(), t1;
+    int rc = MPI_SUCCESS, grad = dtype == DL_COMM_F32, window;
     maybe_die(c);
     if (count > INT_MAX) return DL_ERR;
-    if (c->barrier && dtype == DL_COMM_F32) {   /* a late rank's lag counted apart from the sum */
+    if (c->barrier && grad) {   /* a late rank's lag counted apart from the sum */
         rc = MPI_Barrier(c->comm);
         c->waited += MPI_Wtime() - t0;
-        if (rc != MPI_SUCCESS) return check(c, rc, "MPI_Barrier");
-        t0 = MPI_Wtime();
     }
-    if (c->use_node_sum && dtype == DL_COMM_F32 && count >= NODE_SUM_MIN) {
-        rc = node_sum_run(&c->ns, (float *)buf, count);
-        if (c->barrier) c->summed += MPI_Wtime() - t0;
-        c->seconds += MPI_Wtime() - t0;
-        return check(c, rc, "the shared-memory sum");
-    }
-    rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, dtype == DL_COMM_F64 ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, c->comm);
-    if (c->barrier && dtype == DL_COMM_F32) c->summed += MPI_Wtime() - t0;
+    t1 = MPI_Wtime();
+    window = c->use_node_sum && grad && count >= NODE_SUM_MIN;
+    if (rc == MPI_SUCCESS && window) rc = node_sum_run(&c->ns, (float *)buf, count);
+    else if (rc == MPI_SUCCESS)
+        rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, grad ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM, c->comm);
+    if (c->barrier && grad) c->summed += MPI_Wtime() - t1;
     c->seconds += MPI_Wtime() - t0;
-    return check(c, rc, "MPI_Allreduce");
+    return check(c, rc, window ? "the shared-memory sum" : "MPI_Allreduce");
 }
 
 static int hook_bcast(void *user, void *buf, size_t bytes)

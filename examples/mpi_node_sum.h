@@ -92,8 +92,7 @@ static int node_sum_fence(node_sum *s)
 /* Chunk r of n floats: [n r / size, n (r + 1) / size), cut at multiples of 16. */
 static size_t node_sum_cut(const node_sum *s, size_t n, int r)
 {
-    size_t at = r >= s->size ? n : n / 16 * (size_t)r / (size_t)s->size * 16;
-    return at > n ? n : at;
+    return r >= s->size ? n : n / 16 * (size_t)r / (size_t)s->size * 16;
 }
 
 /* out = a + b. In blocks of 16 of known length, which gcc vectorizes at -O2 too (a
@@ -116,12 +115,13 @@ static int node_sum_run(node_sum *s, float *buf, size_t n)
 {
     size_t lo = node_sum_cut(s, n, s->rank), hi = node_sum_cut(s, n, s->rank + 1);
     float *mine;
-    int r, rc = node_sum_reserve(s, n);
-    if (rc != MPI_SUCCESS) return rc;
+    int r, rc;
+    if (s->size == 1) return MPI_SUCCESS;   /* the sum of one */
+    if ((rc = node_sum_reserve(s, n)) != MPI_SUCCESS) return rc;
     mine = s->slot[s->rank];
     memcpy(mine, buf, n * sizeof(float));
     if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
-    if (hi > lo && s->size > 1) {   /* in this rank's slot, for the others to read */
+    if (hi > lo) {   /* in this rank's slot, for the others to read */
         for (r = 0; r < s->size; r++)
             if (r != s->rank) node_sum_add(mine + lo, mine + lo, s->slot[r] + lo, hi - lo);
         memcpy(buf + lo, mine + lo, (hi - lo) * sizeof(float));
