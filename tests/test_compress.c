@@ -192,6 +192,70 @@ DL_TEST(quant_rows_simd_matches_scalar)
     }
 }
 
+/* The int8 path's softmax exp: every ISA's vector loop gives the scalar function's bits
+   (whole vectors and tails, results down to denormals and 0, the clamps at 0 and -104),
+   and each value is within 2 ulp of e^x in double. */
+DL_TEST(exact_exp_same_bits_on_every_isa_and_close_to_exp)
+{
+    static const char *const isas[] = { "avx2", "avx512", "neon" };
+    enum { N = 4099 };
+    static float x[N], want[N], got[N];
+    int i, t, len, tried = 0, worst_ulp = 0, denormals = 0;
+    dl_rng r;
+    dl_rng_seed(&r, 11);
+    for (i = 0; i < N; i++) {
+        switch (i % 4) {
+        case 0: x[i] = -120.0f * dl_rng_uniform(&r); break;   /* down past -104 */
+        case 1: x[i] = -1.0f * dl_rng_uniform(&r); break;
+        case 2: x[i] = -87.0f - 17.0f * dl_rng_uniform(&r); break;   /* denormal results */
+        default: x[i] = -10.0f * dl_rng_uniform(&r); break;
+        }
+    }
+    x[0] = 0.0f; x[1] = -0.0f; x[2] = 3.0f; x[3] = -104.0f; x[5] = -200.0f; x[6] = -1e-30f; x[7] = -87.33654f;
+    dl_set_isa("scalar");
+    memcpy(want, x, sizeof x);
+    dl__exps_exact(want, N);
+    for (i = 0; i < N; i++) {
+        double e = exp(x[i] > 0.0f ? 0.0 : (double)x[i]);
+        float ulp = nextafterf((float)e, INFINITY) - (float)e;
+        int off = (int)(fabs((double)want[i] - e) / (double)ulp + 0.5);
+        if (e < FLT_MIN) {   /* a denormal result: within one step of 2^-149 */
+            if (fabs((double)want[i] - e) > ldexp(1.0, -149)) DL_FAILF("e^%a: %a against %a", (double)x[i], (double)want[i], e);
+            denormals++;
+            continue;
+        }
+        if (off > worst_ulp) worst_ulp = off;
+    }
+    printf("  worst error of normal results: %d ulp; %d denormal results\n", worst_ulp, denormals);
+    DL_CHECK(worst_ulp <= 2);
+    DL_CHECK(denormals > 100);
+    DL_CHECK(want[0] == 1.0f && want[1] == 1.0f && want[2] == 1.0f);
+    DL_CHECK(want[5] == want[3]);   /* clamped at -104 */
+    DL_CHECK(want[7] >= FLT_MIN);   /* e^-87.33655 is just above FLT_MIN */
+    for (t = 0; t < 3; t++) {
+        if (dl_set_isa(isas[t]) != DL_OK) continue;
+        for (len = 1; len <= N; len += len < 40 ? 1 : 397) {
+            memcpy(got, x, (size_t)len * sizeof(float));
+            dl__exps_exact(got, (size_t)len);
+            if (memcmp(got, want, (size_t)len * sizeof(float)) != 0) {
+                for (i = 0; i < len && got[i] == want[i]; i++) {}
+                DL_FAILF("%s: length %d: e^%a is %a, scalar %a", isas[t], len, (double)x[i], (double)got[i], (double)want[i]);
+                break;
+            }
+            tried++;
+        }
+    }
+    dl_set_isa(NULL);
+    printf("  %d lengths compared on the vector ISAs\n", tried);
+    for (t = 0; t < 4; t++) {   /* a NaN stays a NaN, and leaves its neighbours alone */
+        float v[3] = { -1.0f, NAN, -2.0f };
+        if (dl_set_isa(t ? isas[t - 1] : "scalar") != DL_OK) continue;
+        dl__exps_exact(v, 3);
+        DL_CHECK(v[1] != v[1] && v[0] == dl__exp_exact(-1.0f) && v[2] == dl__exp_exact(-2.0f));
+    }
+    dl_set_isa(NULL);
+}
+
 /* Quantizing a row by its own range reports an inf or a NaN at any place (the whole
    vectors, the masked or scalar tail), on every ISA, and the codes still agree. */
 DL_TEST(quant_row_reports_a_nonfinite_value_on_every_isa)
