@@ -9407,8 +9407,8 @@ static int dl__qdense_from(dl__qdense *q, float *w, int in, int out)
 
 /* e^x for x <= 0 (larger x is taken as 0; a NaN stays a NaN), the same bits on every
    ISA, so that an int8 model's probabilities are too: every step is one correctly
-   rounded operation, an explicit fused multiply-add where there is one, and each ISA
-   runs the same steps. x = n ln2 + r as in dl__exp_avx512, e^r by its Taylor series
+   rounded operation, an explicit fused multiply-add where there is one (dl__fmaf in
+   the scalar code), and each ISA runs the same steps. x = n ln2 + r as in dl__exp_avx512, e^r by its Taylor series
    to r^7; then 2^n in two exact halves (n >= -150 after the clamp at -104): p 2^h is
    a normal float, and the one rounding is the last multiply, as ldexpf's.
    libm's expf per logit, in the scalar loop around it, took 8% of the int8 MLP's batch
@@ -9426,16 +9426,33 @@ static float dl__pow2i(int e)   /* 2^e for -126 <= e <= 127 */
     return f;
 }
 
+/* a b + c rounded once, as a fused multiply-add, without libm (MinGW's fmaf is not
+   fused): a b is exact in a double; their sum with c is rounded to odd (TwoSum finds
+   what the double rounding dropped, and an inexact sum keeps its last bit set), and
+   53 >= 24 + 2 bits make the narrowing to float round as the fused operation does. */
+static float dl__fmaf(float a, float b, float c)
+{
+    double p = (double)a * b, s = p + c, t = s - p, err = (p - (s - t)) + (c - t);
+    uint64_t u;
+    memcpy(&u, &s, sizeof u);
+    if (err != 0.0 && !(u & 1)) {   /* toward the dropped part: one step up or down in magnitude */
+        u = (err > 0.0) == (s > 0.0) ? u + 1 : u - 1;
+        memcpy(&s, &u, sizeof s);
+    }
+    return (float)s;
+}
+
 static float dl__exp_exact(float x)
 {
     float n, r, p;
     int i, h;
     if (x != x) return x;
     x = x > 0.0f ? 0.0f : x < -104.0f ? -104.0f : x;
-    n = rintf(x * DL__EX_LOG2E);
-    r = fmaf(-n, DL__EX_LN2LO, fmaf(-n, DL__EX_LN2HI, x));
-    p = fmaf(dl__ex_c[0], r, dl__ex_c[1]);
-    for (i = 2; i < 8; i++) p = fmaf(p, r, dl__ex_c[i]);
+    n = x * DL__EX_LOG2E;
+    n = (float)(((double)n + 6755399441055744.0) - 6755399441055744.0);   /* to nearest even: 1.5 2^52 */
+    r = dl__fmaf(-n, DL__EX_LN2LO, dl__fmaf(-n, DL__EX_LN2HI, x));
+    p = dl__fmaf(dl__ex_c[0], r, dl__ex_c[1]);
+    for (i = 2; i < 8; i++) p = dl__fmaf(p, r, dl__ex_c[i]);
     i = (int)n;
     h = i >= 0 ? i / 2 : -((1 - i) / 2);   /* floor(i / 2), as the vectors' arithmetic shift */
     return p * dl__pow2i(h) * dl__pow2i(i - h);

@@ -110,6 +110,22 @@ __attribute__((target("avx,f16c"))) static uint16_t f16c_narrow(float f)
 {
     return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set1_ps(f), 0 /* nearest even */), 0);
 }
+static int cpu_has_fma(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 12 & 1) && (ecx >> 28 & 1);
+}
+__attribute__((target("avx,fma"))) static float hw_fma(float a, float b, float c)
+{
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+#define HAVE_HW_FMA() cpu_has_fma()
+#elif defined(__aarch64__)
+static float hw_fma(float a, float b, float c) { return fmaf(a, b, c); }   /* one fmadd on AArch64 */
+#define HAVE_HW_FMA() 1
+#else
+static float hw_fma(float a, float b, float c) { return fmaf(a, b, c); }
+#define HAVE_HW_FMA() 0
 #endif
 
 /* The scalar narrowing against the hardware's, over random bit patterns. */
@@ -254,6 +270,37 @@ DL_TEST(exact_exp_same_bits_on_every_isa_and_close_to_exp)
         DL_CHECK(v[1] != v[1] && v[0] == dl__exp_exact(-1.0f) && v[2] == dl__exp_exact(-2.0f));
     }
     dl_set_isa(NULL);
+}
+
+/* The scalar exp's fused multiply-add without libm against the hardware's: random
+   operands over wide exponents (cancellations, tiny addends), and sums that fall a
+   hair off a float's midpoint, where rounding to double first and then to float goes
+   the wrong way. */
+DL_TEST(scalar_fma_equals_the_hardware_fma)
+{
+    dl_rng r;
+    int i, bad = 0, hard = 0;
+    float a = 1.0f + 1.0f / 4096.0f;   /* a a = 1 + 2^-11 + 2^-24: a float midpoint */
+    if (!HAVE_HW_FMA()) { DL_CHECK(printf("  no FMA on this CPU: only the midpoint cases\n") > 0); }
+    DL_CHECK(dl__fmaf(a, a, ldexpf(1.0f, -60)) == 1.0f + 2.0f / 4096.0f + ldexpf(1.0f, -23));   /* just above: up */
+    DL_CHECK(dl__fmaf(a, a, -ldexpf(1.0f, -60)) == 1.0f + 2.0f / 4096.0f);                      /* just below: down */
+    DL_CHECK((float)((double)a * a + ldexp(1.0, -60)) == 1.0f + 2.0f / 4096.0f);   /* what double rounding gives */
+    if (!HAVE_HW_FMA()) return;
+    dl_rng_seed(&r, 21);
+    for (i = 0; i < 2000000; i++) {
+        float x = ldexpf(dl_rng_uniform(&r) * 2.0f - 1.0f, (int)dl_rng_below(&r, 40) - 20);
+        float y = ldexpf(dl_rng_uniform(&r) * 2.0f - 1.0f, (int)dl_rng_below(&r, 40) - 20);
+        float z = i % 3 ? ldexpf(dl_rng_uniform(&r) * 2.0f - 1.0f, (int)dl_rng_below(&r, 80) - 50) : -x * y;
+        if (i % 5 == 0) {   /* a midpoint, nudged by a tiny addend */
+            float m = 1.0f + (float)dl_rng_below(&r, 1u << 11) / 2048.0f;
+            x = m; y = 1.0f + ldexpf(1.0f, -12); z = (i & 1 ? 1.0f : -1.0f) * ldexpf(1.0f, -40 - (int)dl_rng_below(&r, 20));
+            hard++;
+        }
+        if (dl__fmaf(x, y, z) != hw_fma(x, y, z) && bad++ < 3)
+            DL_FAILF("fma(%a, %a, %a): %a, the hardware %a", (double)x, (double)y, (double)z, (double)dl__fmaf(x, y, z), (double)hw_fma(x, y, z));
+    }
+    printf("  2000000 products compared (%d near a midpoint)\n", hard);
+    DL_CHECK_EQ_INT(bad, 0);
 }
 
 /* Quantizing a row by its own range reports an inf or a NaN at any place (the whole
