@@ -3,7 +3,8 @@
    reduction dl_fit makes per step, of the gradients with MPI_Iallreduce and
    MPI_Wait at once, and with mnist_mlp_mpi's shared-memory window sum
    (examples/mpi_node_sum.h, where all ranks are on one host, checked against
-   MPI_Allreduce's result): median and best microseconds per call, taken
+   MPI_Allreduce's result), and the floor under any of them: copying COUNT floats
+   that another rank has just written: median and best microseconds per call, taken
    as the slowest rank's time of each call after a barrier (so waiting for a late
    rank is not counted). Rank 0 prints one line per size. */
 #include <mpi.h>
@@ -49,6 +50,36 @@ static void run(int count, int iters, int rank, int size, const char *what, int 
     free(t);
 }
 
+/* The floor under any sum on this host: every rank must read bytes another rank has
+   just written, and each of those cache lines then moves between the cores. Each
+   rank writes its window slot; after a barrier it copies the next rank's slot out
+   (timed: the slowest rank's copy); a barrier again before the slots are rewritten. */
+static void cross_read(node_sum *ns, int count, int iters, int rank, int size)
+{
+    float *out = (float *)malloc((size_t)count * sizeof(float)), *mine, *theirs;
+    double *t = (double *)malloc((size_t)iters * sizeof(double));
+    int i, j;
+    if (!out || !t || node_sum_reserve(ns, (size_t)count) != MPI_SUCCESS) MPI_Abort(MPI_COMM_WORLD, 1);
+    mine = ns->slot[ns->rank];
+    theirs = ns->slot[(ns->rank + 1) % ns->size];
+    for (i = 0; i < iters; i++) {
+        double t0, dt;
+        for (j = 0; j < count; j++) mine[j] = (float)(i + j);
+        node_sum_fence(ns);
+        t0 = MPI_Wtime();
+        memcpy(out, theirs, (size_t)count * sizeof(float));
+        dt = MPI_Wtime() - t0;
+        node_sum_fence(ns);
+        MPI_Allreduce(&dt, &t[i], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    }
+    qsort(t, (size_t)iters, sizeof(double), cmp);
+    if (rank == 0)
+        printf("cross-core read gradients: %d floats (%d bytes) another rank just wrote, over %d ranks: median %.1f us, best %.1f us, %.2f GB/s at the median\n",
+               count, count * 4, size, 1e6 * t[iters / 2], 1e6 * t[0], 4e-9 * count / t[iters / 2]);
+    free(out);
+    free(t);
+}
+
 /* The window sum of distinct values equals MPI_Allreduce's within float rounding
    (the order of the sums may differ past 2 ranks) and is the same on every rank. */
 static int node_sum_agrees(node_sum *ns, int count, int rank)
@@ -88,6 +119,7 @@ int main(int argc, char **argv)
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
         run(count, iters, rank, size, "gradients", 2, &ns);
+        if (size > 1) cross_read(&ns, count, iters, rank, size);
         node_sum_free(&ns);
     } else if (rank == 0) printf("window sum: the ranks span hosts, not measured\n");
     MPI_Finalize();

@@ -16,7 +16,8 @@
 # rounds), the 2-rank speedup over 1x1 and 1x2 and its efficiency (speedup / 2),
 # the share of training time spent inside MPI calls (which includes waiting for the
 # slower rank), the gradient sums' share of training time (2x1b), the all-reduce
-# cost alone (bench/mpi/mpi_allreduce.c, after a barrier) against the step time,
+# cost alone (bench/mpi/mpi_allreduce.c, after a barrier) against the step time, the
+# floor under it (copying the gradient bytes another rank has just written),
 # and a paper estimate for 8, 64 and 512 ranks
 # from the compute per step measured with one rank (mpirun -np 1, the unfused
 # update path a rank runs) and a ring all-reduce over stated links.
@@ -91,8 +92,9 @@ mid3() { sed -n "s/^$1:.*median \([0-9.]*\) us.*/\1/p" "$out/ar" | sort -n | sed
 ar_us=$(mid3 'window sum gradients')
 armpi_us=$(mid3 'allreduce gradients')
 small_us=$(mid3 'allreduce loss and hits')
+xr_us=$(mid3 'cross-core read gradients')
 
-awk -v ar="$ar_us" -v armpi="$armpi_us" -v small="$small_us" -v cnn_n="$CNN_SAMPLES" '
+awk -v ar="$ar_us" -v armpi="$armpi_us" -v small="$small_us" -v xr="$xr_us" -v cnn_n="$CNN_SAMPLES" '
 function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function med(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 # row(cfg, b): the best and median seconds of cfg at batch b into best[] and mid[],
@@ -138,6 +140,8 @@ END {
     for (b = 8; b <= 512; b *= 2) if (b in np1) { st = int((60000 + b - 1) / b); cs[b] = 1e6 * np1[b] / st }
     printf "\nsum of the 101770 gradient floats (407 KB) over 2 ranks on this host, alone (median of 3 runs of 300, after a barrier):\n"
     printf "the shared-memory window %.1f us, MPI_Allreduce %.1f us;\n", ar, armpi
+    printf "the floor under both: copying the 407 KB the other rank has just written, %.1f us (in a sum each rank reads that many bytes\n", xr
+    printf "  the other core wrote: half of the other rank gradients, then the sums of the other half);\n"
     printf "the per-step loss/hits reduction: %.1f us. Against a 2-rank step:\n", small
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 128 : 512; st = int((60000 + b - 1) / b)
