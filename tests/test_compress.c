@@ -124,7 +124,7 @@ __attribute__((target("avx,fma"))) static float hw_fma(float a, float b, float c
 static float hw_fma(float a, float b, float c) { return fmaf(a, b, c); }   /* one fmadd on AArch64 */
 #define HAVE_HW_FMA() 1
 #else
-static float hw_fma(float a, float b, float c) { return fmaf(a, b, c); }
+#define hw_fma(a, b, c) fmaf(a, b, c)   /* not called: HAVE_HW_FMA() is 0 */
 #define HAVE_HW_FMA() 0
 #endif
 
