@@ -279,7 +279,7 @@ DL_TEST(exact_exp_same_bits_on_every_isa_and_close_to_exp)
 DL_TEST(scalar_fma_equals_the_hardware_fma)
 {
     dl_rng r;
-    int i, bad = 0, hard = 0;
+    int i, bad = 0, hard = 0, naive_wrong = 0;
     float a = 1.0f + 1.0f / 4096.0f;   /* a a = 1 + 2^-11 + 2^-24: a float midpoint */
     if (!HAVE_HW_FMA()) { DL_CHECK(printf("  no FMA on this CPU: only the midpoint cases\n") > 0); }
     DL_CHECK(dl__fmaf(a, a, ldexpf(1.0f, -60)) == 1.0f + 2.0f / 4096.0f + ldexpf(1.0f, -23));   /* just above: up */
@@ -291,16 +291,19 @@ DL_TEST(scalar_fma_equals_the_hardware_fma)
         float x = ldexpf(dl_rng_uniform(&r) * 2.0f - 1.0f, (int)dl_rng_below(&r, 40) - 20);
         float y = ldexpf(dl_rng_uniform(&r) * 2.0f - 1.0f, (int)dl_rng_below(&r, 40) - 20);
         float z = i % 3 ? ldexpf(dl_rng_uniform(&r) * 2.0f - 1.0f, (int)dl_rng_below(&r, 80) - 50) : -x * y;
-        if (i % 5 == 0) {   /* a midpoint, nudged by a tiny addend */
-            float m = 1.0f + (float)dl_rng_below(&r, 1u << 11) / 2048.0f;
-            x = m; y = 1.0f + ldexpf(1.0f, -12); z = (i & 1 ? 1.0f : -1.0f) * ldexpf(1.0f, -40 - (int)dl_rng_below(&r, 20));
+        if (i % 5 == 0) {   /* x y with its last bit at 2^-24, a float midpoint, nudged by a tiny z */
+            x = 1.0f + (float)(2 * dl_rng_below(&r, 1u << 11) + 1) / 4096.0f;
+            y = 1.0f + ldexpf(1.0f, -12);
+            z = (i & 1 ? 1.0f : -1.0f) * ldexpf(1.0f, -40 - (int)dl_rng_below(&r, 20));
             hard++;
+            naive_wrong += (float)((double)x * y + z) != hw_fma(x, y, z);
         }
         if (dl__fmaf(x, y, z) != hw_fma(x, y, z) && bad++ < 3)
             DL_FAILF("fma(%a, %a, %a): %a, the hardware %a", (double)x, (double)y, (double)z, (double)dl__fmaf(x, y, z), (double)hw_fma(x, y, z));
     }
-    printf("  2000000 products compared (%d near a midpoint)\n", hard);
+    printf("  2000000 products compared (%d near a midpoint, where rounding to double first errs %d times)\n", hard, naive_wrong);
     DL_CHECK_EQ_INT(bad, 0);
+    DL_CHECK(naive_wrong > hard / 10);   /* the cases are hard ones */
 }
 
 /* Quantizing a row by its own range reports an inf or a NaN at any place (the whole
