@@ -9459,8 +9459,8 @@ static float dl__exp_exact(float x)
 }
 
 #ifdef DL__X86
-/* The same steps, 8 and 16 at a time: min(0, x) and max(-104, x) return x when x is a
-   NaN, as the scalar comparisons do. */
+/* The same steps 8 at a time: min(0, x) and max(-104, x) return x when x is a NaN, as
+   the scalar comparisons do. */
 DL__TARGET("avx2,fma") static size_t dl__exps_avx2(float *v, size_t len)
 {
     const __m256 lo = _mm256_set1_ps(-104.0f), zero = _mm256_setzero_ps();
@@ -9483,26 +9483,15 @@ DL__TARGET("avx2,fma") static size_t dl__exps_avx2(float *v, size_t len)
     return j;
 }
 
+/* AVX-512 is the fp32 softmax's dl__exp_avx512 after min(0, x): its scalef rounds once,
+   as the two multiplies do. */
 DL__GXX_UNINIT_OFF
 DL__TARGET("avx512f") static void dl__exps_avx512(float *v, size_t len)
 {
-    const __m512 lo = _mm512_set1_ps(-104.0f), zero = _mm512_setzero_ps();
     size_t j;
-    int i;
     for (j = 0; j < len; j += 16) {
         __mmask16 m = (__mmask16)(len - j >= 16 ? 0xffffu : (1u << (len - j)) - 1u);
-        __m512 x = _mm512_max_ps(lo, _mm512_min_ps(zero, _mm512_maskz_loadu_ps(m, v + j))), n, r, p;
-        __m512i e, h;
-        n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(DL__EX_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm512_fnmadd_ps(n, _mm512_set1_ps(DL__EX_LN2LO), _mm512_fnmadd_ps(n, _mm512_set1_ps(DL__EX_LN2HI), x));
-        p = _mm512_fmadd_ps(_mm512_set1_ps(dl__ex_c[0]), r, _mm512_set1_ps(dl__ex_c[1]));
-        for (i = 2; i < 8; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(dl__ex_c[i]));
-        e = _mm512_cvtps_epi32(n);
-        h = _mm512_srai_epi32(e, 1);
-        e = _mm512_sub_epi32(e, h);
-        p = _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h, _mm512_set1_epi32(127)), 23)));
-        p = _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(127)), 23)));
-        _mm512_mask_storeu_ps(v + j, m, p);
+        _mm512_mask_storeu_ps(v + j, m, dl__exp_avx512(_mm512_min_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(m, v + j))));
     }
 }
 DL__GXX_UNINIT_ON
