@@ -394,15 +394,36 @@ typedef struct dl_comm {
        leaves buf alone in between. */
     int (*iallreduce)(void *user, void *buf, size_t count, int dtype, void **req);
     int (*wait)(void *user, void *req);
+    /* Optional (both or neither): the update split over the ranks, as ZeRO stage 1
+       (PyTorch's ZeroRedundancyOptimizer) splits it. reduce_scatter sums `count`
+       floats over the ranks and leaves at least this rank's shard of the sum
+       (dl_comm_shard) in buf, the rest of buf undefined; allgather copies every
+       rank's shard of buf into every rank's buf. A parameter of at least shard_min
+       elements (0: 4096) is then summed with reduce_scatter, each rank updates its
+       shard of it, and allgather shares the result: each rank does 1/size of the
+       optimizer's work, and the bytes moved are those of an allreduce. Not used with
+       clip_norm (the norm needs the whole gradient). A rank's optimizer state is
+       whole only in its shards until dl_fit ends or dl_graph_set_comm is called
+       again, which gather it. */
+    int (*reduce_scatter)(void *user, float *buf, size_t count);
+    int (*allgather)(void *user, float *buf, size_t count);
+    size_t shard_min;
 } dl_comm;
+
+/* Rank `rank`'s shard [*lo, *hi) of `count` elements over `size` ranks: contiguous,
+   in rank order, cut at multiples of 16 elements (64 bytes: no two ranks write one
+   cache line), the last rank taking the remainder. */
+DLDEF void dl_comm_shard(size_t count, int rank, int size, size_t *lo, size_t *hi);
 
 /* With a comm (NULL: none), dl_graph_step sums every parameter gradient over the
    ranks before its update, each rank's weighted by its share of the global batch
    (dl_graph_set_rows), so all ranks apply the same update. The fused update is then
    off: each gradient is reduced as soon as its backward is done, while the earlier
    layers' backward runs. dl_backward and dl_graph_update do not communicate.
-   Setting a comm is collective: it copies rank 0's parameters, optimizer state and
-   dropout stream to every rank. */
+   Setting a comm is collective: it first makes whole the optimizer state that
+   sharded updates (dl_comm.reduce_scatter) over the previous comm left in shards,
+   then copies rank 0's parameters, optimizer state and dropout stream to every rank.
+   dl_graph_set_comm(g, NULL) after a sharded run leaves each rank the whole state. */
 DLDEF int dl_graph_set_comm(dl_graph *g, const dl_comm *comm);
 /* This step's batch holds rows [first, first + batch) of a global batch of `total`
    rows split over ranks: dropout draws each entry's mask from its place in the
@@ -5180,6 +5201,8 @@ typedef struct dl__node {
     int      ready_at;        /* parameter: its gradient is complete after this node's backward */
     int      comm_state;      /* dl_graph_step with a comm: 0 idle, 1 reducing, 2 reduced */
     void    *comm_req;        /* the hook's handle while a non-blocking reduction runs */
+    int      comm_shard;      /* this step: summed with reduce_scatter, updated in shards */
+    int      state_shard;     /* its optimizer state is whole only in this rank's shard */
     double   t_fwd, t_bwd;    /* seconds in forward / backward while the graph profiles */
     char     name[48];
 } dl__node;
@@ -5205,6 +5228,8 @@ struct dl_graph {
     const dl_comm *comm;      /* dl_graph_set_comm: gradients summed over ranks */
     int       comm_live;      /* inside dl_graph_step with a comm: reduce as gradients complete */
     int       comm_failed;    /* a callback failed during this step */
+    int       shard_ok;       /* this step may shard updates (the hook can, no clip_norm) */
+    int       state_shard;    /* some parameter's optimizer state is sharded */
     int       rows_first, rows_total; /* dl_graph_set_rows (total 0: not set) */
     int       rows_empty;     /* dl_fit: this rank's part is empty; its placeholder row weighs 0 */
 };
@@ -6860,7 +6885,37 @@ static int dl__comm_check(const dl_comm *c, const char *who)
         return dl__error("%s: comm rank %d of size %d is not a rank in [0, size)", who, c->rank, c->size);
     if (!c->allreduce || !c->bcast) return dl__error("%s: comm needs allreduce and bcast", who);
     if (!c->iallreduce != !c->wait) return dl__error("%s: comm has one of iallreduce and wait without the other", who);
+    if (!c->reduce_scatter != !c->allgather)
+        return dl__error("%s: comm has one of reduce_scatter and allgather without the other", who);
     return DL_OK;
+}
+
+DLDEF void dl_comm_shard(size_t count, int rank, int size, size_t *lo, size_t *hi)
+{
+    size_t blocks = count / 16;
+    if (size < 1 || rank < 0 || rank >= size) { *lo = *hi = 0; return; }
+    *lo = blocks * (size_t)rank / (size_t)size * 16;
+    *hi = rank + 1 == size ? count : blocks * (size_t)(rank + 1) / (size_t)size * 16;
+}
+
+/* After sharded updates each rank holds whole Adam/momentum state only in its own
+   shards; this makes it whole everywhere (collective), before the state is handed
+   on: rank 0's copy seeds another comm, and a one-process run needs all of it. */
+static int dl__comm_gather_state(dl_graph *g, const dl_comm *c, const char *who)
+{
+    int i, rc = DL_OK;
+    if (!g->state_shard || !c) return DL_OK;
+    for (i = 0; i < g->n_params && rc == DL_OK; i++) {
+        dl__node *p = &g->nodes[g->params[i]];
+        size_t len = dl__numel(p);
+        if (!p->state_shard) continue;
+        rc = c->allgather(c->user, p->m, len);
+        if (rc == DL_OK) rc = c->allgather(c->user, p->v, len);
+        p->state_shard = 0;
+    }
+    g->state_shard = 0;
+    return rc == DL_OK ? DL_OK
+         : dl__error("%s: the comm's allgather of the optimizer state failed on rank %d of %d", who, c->rank, c->size);
 }
 
 /* Rank 0's parameters, optimizer state and random streams on every rank: the
@@ -6885,6 +6940,7 @@ DLDEF int dl_graph_set_comm(dl_graph *g, const dl_comm *comm)
 {
     if (!g) return dl__error("dl_graph_set_comm: NULL graph");
     if (dl__comm_check(comm, "dl_graph_set_comm") != DL_OK) return DL_ERR;
+    if (dl__comm_gather_state(g, g->comm, "dl_graph_set_comm") != DL_OK) return DL_ERR;
     g->comm = comm;
     return comm ? dl__comm_bcast_graph(g, comm, "dl_graph_set_comm") : DL_OK;
 }
@@ -7136,14 +7192,15 @@ static dl__adam_k dl__adam_consts(const dl__step *st)
     return ak;
 }
 
-static void dl__update_param(dl_graph *g, dl__node *p, const dl__step *st)
+/* Elements [k0, k1) of parameter p. */
+static void dl__update_param(dl_graph *g, dl__node *p, const dl__step *st, size_t k0, size_t k1)
 {
     const dl_optimizer *o = st->o;
-    size_t k, len = dl__numel(p);
+    size_t k;
     int reached = p->touched == g->pass;
     float *w = p->val, *m = p->m, *v = p->v, lr = st->lr, scale = st->scale;
     if (o->kind == DL_SGD) {
-        for (k = 0; k < len; k++) {
+        for (k = k0; k < k1; k++) {
             float gr = dl__reg_grad(p, k, o, reached) * scale, step = gr;
             if (o->momentum > 0.0f) {
                 m[k] = o->momentum * m[k] + gr;
@@ -7153,9 +7210,9 @@ static void dl__update_param(dl_graph *g, dl__node *p, const dl__step *st)
         }
     } else if (reached && !(p->regularize && (o->l1 != 0.0f || o->l2 != 0.0f))) {
         dl__adam_k ak = dl__adam_consts(st);
-        dl__adam(w, m, v, p->grad, len, &ak);
+        dl__adam(w + k0, m + k0, v + k0, p->grad + k0, k1 - k0, &ak);
     } else {
-        for (k = 0; k < len; k++) {
+        for (k = k0; k < k1; k++) {
             float gr = dl__reg_grad(p, k, o, reached) * scale;
             m[k] = st->b1 * m[k] + (1.0f - st->b1) * gr;
             v[k] = st->b2 * v[k] + (1.0f - st->b2) * gr * gr;
@@ -7170,7 +7227,7 @@ DLDEF int dl_graph_update(dl_graph *g, const dl_optimizer *o, int epoch)
     int i;
     if (dl__step_begin(g, o, epoch, &st, "dl_graph_update") != DL_OK) return DL_ERR;
     if (o->clip_norm > 0.0f) st.scale = dl__clip_scale(g, o);
-    for (i = 0; i < g->n_params; i++) dl__update_param(g, &g->nodes[g->params[i]], &st);
+    for (i = 0; i < g->n_params; i++) dl__update_param(g, &g->nodes[g->params[i]], &st, 0, dl__numel(&g->nodes[g->params[i]]));
     g->opt_t = st.t;
     return DL_OK;
 }
@@ -7225,12 +7282,14 @@ static void dl__comm_start(dl_graph *g, dl__node *p)
     int rc;
     dl__grad_acc(p);   /* a gradient no op wrote this pass is zero, not stale */
     p->comm_req = NULL;
-    if (c->iallreduce) { rc = c->iallreduce(c->user, p->grad, len, DL_COMM_F32, &p->comm_req); p->comm_state = 1; }
+    p->comm_shard = g->shard_ok && len >= (c->shard_min ? c->shard_min : 4096);
+    if (p->comm_shard) { rc = c->reduce_scatter(c->user, p->grad, len); p->comm_state = 2; }
+    else if (c->iallreduce) { rc = c->iallreduce(c->user, p->grad, len, DL_COMM_F32, &p->comm_req); p->comm_state = 1; }
     else { rc = c->allreduce(c->user, p->grad, len, DL_COMM_F32); p->comm_state = 2; }
     if (rc != DL_OK && !g->comm_failed) {
         g->comm_failed = 1;
         dl__error("dl_graph_step: the comm's %s of '%s' (%zu floats) failed on rank %d of %d",
-                  c->iallreduce ? "iallreduce" : "allreduce", p->name, len, c->rank, c->size);
+                  p->comm_shard ? "reduce_scatter" : c->iallreduce ? "iallreduce" : "allreduce", p->name, len, c->rank, c->size);
     }
     if (rc != DL_OK) p->comm_state = 2;
 }
@@ -7249,7 +7308,11 @@ static void dl__comm_ready(dl_graph *g, int node)
 static void dl__comm_prepare(dl_graph *g)
 {
     int i, j;
-    for (i = 0; i < g->n_params; i++) { g->nodes[g->params[i]].ready_at = -1; g->nodes[g->params[i]].comm_state = 0; }
+    for (i = 0; i < g->n_params; i++) {
+        g->nodes[g->params[i]].ready_at = -1;
+        g->nodes[g->params[i]].comm_state = 0;
+        g->nodes[g->params[i]].comm_shard = 0;
+    }
     for (i = g->n - 1; i >= 0; i--)
         for (j = 0; j < g->nodes[i].n_in; j++)
             if (g->nodes[i].in[j] != DL_NONE && g->nodes[g->nodes[i].in[j]].is_param) g->nodes[g->nodes[i].in[j]].ready_at = i;
@@ -7301,6 +7364,7 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
         p->fusable = p->fusable == 2 && !p->keep_grad && !(p->regularize && (o->l1 != 0.0f || o->l2 != 0.0f));
     }
     g->fuse = fuse ? &st : NULL;
+    g->shard_ok = g->comm && g->comm->size > 1 && g->comm->reduce_scatter && !(o->clip_norm > 0.0f);
     if (g->comm) dl__comm_prepare(g);
     i = dl_backward(g, loss);
     g->fuse = NULL;
@@ -7312,13 +7376,31 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
     }
     if (i != DL_OK) return DL_ERR;
     {
-        double t0 = g->profile ? dl__now() : 0.0;
+        double t0 = g->profile ? dl__now() : 0.0, t_shared = 0.0;
+        const dl_comm *c = g->comm;
+        int failed = 0;
         if (o->clip_norm > 0.0f) st.scale = dl__clip_scale(g, o);
         for (i = 0; i < g->n_params; i++) {
             dl__node *p = &g->nodes[g->params[i]];
-            if (p->fused_pass != g->pass) dl__update_param(g, p, &st);
+            size_t lo, hi, len = dl__numel(p);
+            if (p->fused_pass == g->pass) continue;
+            if (!c || !p->comm_shard) { dl__update_param(g, p, &st, 0, len); continue; }
+            p->comm_shard = 0;   /* this step's; a later step without the comm updates whole */
+            /* this rank's shard of the sum is all it has: it updates that shard, and
+               every rank's updated shard then goes to every rank */
+            dl_comm_shard(len, c->rank, c->size, &lo, &hi);
+            dl__update_param(g, p, &st, lo, hi);
+            p->state_shard = g->state_shard = 1;
+            {
+                double t1 = g->profile ? dl__now() : 0.0;
+                if (c->allgather(c->user, p->val, len) != DL_OK && !failed++)
+                    dl__error("dl_graph_step: the comm's allgather of '%s' (%zu floats) failed on rank %d of %d",
+                              p->name, len, c->rank, c->size);
+                if (g->profile) t_shared += dl__now() - t1;
+            }
         }
-        if (g->profile) g->t_update += dl__now() - t0;
+        if (g->profile) { g->t_update += dl__now() - t0 - t_shared; g->t_comm += t_shared; }
+        if (failed) return DL_ERR;
     }
     g->opt_t = st.t;
     return DL_OK;
@@ -9112,6 +9194,9 @@ DLDEF int dl_fit(dl_model *m, const dl_dataset *data, const dl_fit_opts *opts)
         if (!csv) rc = dl__error("dl_fit: cannot write the CSV log '%s'", o.csv_log);
         else fprintf(csv, "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n");
     }
+    /* state left in shards by dl_graph_step under the graph's own comm is made whole
+       before it is handed on (collective over that comm) */
+    if (m->g->state_shard && dl__comm_gather_state(m->g, m->g->comm, "dl_fit") != DL_OK) rc = DL_ERR;
     /* every rank joins the start-up exchange, so a rank that failed above fails all */
     if (o.comm) rc = dl__comm_fit_begin(m, o.comm, train.n, bs, epochs, rc);
     if (rc != DL_OK) {
@@ -9161,6 +9246,8 @@ DLDEF int dl_fit(dl_model *m, const dl_dataset *data, const dl_fit_opts *opts)
     if (csv) fclose(csv);
     DLCORE_FREE(perm);
     m->aug_shift = m->aug_flip = 0;
+    /* the optimizer state whole on every rank again, for whatever trains next */
+    if (o.comm && dl__comm_gather_state(m->g, o.comm, "dl_fit") != DL_OK) rc = DL_ERR;
     m->g->comm = saved_comm;
     if (o.profile) {
         m->g->profile = 0;

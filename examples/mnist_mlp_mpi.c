@@ -2,16 +2,19 @@
    MPI ranks: every rank holds the model, trains on its share of each global batch,
    and the gradients are summed through dlcore's dl_comm hook: in an MPI-3
    shared-memory window when all ranks are on one host (mpi_node_sum.h), else with
-   MPI_Allreduce (with --overlap, MPI_Iallreduce while the layers below compute
-   theirs). The result is the model one process trains with the same --batch and
-   --seed, up to the order of the gradient sums.
+   MPI's collectives (with --overlap, MPI_Iallreduce while the layers below compute
+   theirs). The update is sharded (dl_comm.reduce_scatter and .allgather): each rank
+   receives its shard of a large gradient's sum, runs Adam on that shard only and
+   shares the updated weights, so the ranks split the optimizer's work instead of
+   each doing all of it. The result is the model one process trains with the same
+   --batch and --seed, up to the order of the gradient sums.
 
    mpirun -np 2 build/mnist_mlp_mpi --data data/fashion-mnist
    (as root add --allow-run-as-root; with more ranks than cores, --oversubscribe)
 
    usage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
                         [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet]
-                        [--overlap] [--mpi-allreduce] [--comm-barrier] [--cnn]
+                        [--overlap] [--mpi-allreduce] [--no-shard] [--comm-barrier] [--cnn]
                         [--train-samples N] [--kill-rank R --kill-after N]
    --batch is the global batch, split over the ranks. --cnn trains mnist_cnn's model
    (the seeds' CNN) instead of the MLP: with the same flags it ends with the weights
@@ -24,9 +27,11 @@
    MPI_Iallreduce of the gradients takes about 1.5x its MPI_Allreduce
    (bench/mpi/mpi_allreduce.c), so on one host the blocking reduction trains faster
    (make bench-mpi: 2x1 against 2x1o).
-   --mpi-allreduce sums the gradients with MPI_Allreduce also on one host.
+   --mpi-allreduce uses MPI's collectives also on one host: MPI_Reduce_scatter and
+   MPI_Allgatherv for the sharded update, MPI_Allreduce for the rest.
+   --no-shard: every rank sums whole gradients (allreduce) and updates every weight.
    --comm-barrier (a diagnosis, without --overlap) puts a barrier before each
-   gradient sum and prints "gradient_sum_seconds <f> barrier_wait_seconds <f>": what
+   gradient sum (and each allgather of the sharded update) and prints "gradient_sum_seconds <f> barrier_wait_seconds <f>": what
    the sums cost in training, apart from waiting for the slowest rank.
    --kill-rank/--kill-after: fault injection for the tests, rank R kills itself
    (SIGKILL) at its N-th collective call. Before the last line rank 0 prints
@@ -56,6 +61,7 @@ typedef struct mpi_ctx {
     double seconds;            /* inside MPI calls */
     int barrier;               /* --comm-barrier: wait for all ranks before each gradient sum */
     double waited, summed;     /* with it: in those barriers, and in the sums after them */
+    int size, *counts, *displs; /* sharded update over MPI: each rank's shard (dl_comm_shard) */
     long calls, kill_after;    /* fault injection: die at this collective */
 } mpi_ctx;
 
@@ -97,6 +103,58 @@ static int hook_allreduce(void *user, void *buf, size_t count, int dtype)
     if (c->barrier && grad) c->summed += MPI_Wtime() - t1;
     c->seconds += MPI_Wtime() - t0;
     return check(c, rc, window ? "the shared-memory sum" : "MPI_Allreduce");
+}
+
+/* The sharded update (dl_comm.reduce_scatter and .allgather): in the window on one
+   host, else MPI_Reduce_scatter and MPI_Allgatherv over dl_comm_shard's cuts. */
+static void set_shards(mpi_ctx *c, size_t count)
+{
+    int r;
+    for (r = 0; r < c->size; r++) {
+        size_t lo, hi;
+        dl_comm_shard(count, r, c->size, &lo, &hi);
+        c->counts[r] = (int)(hi - lo);
+        c->displs[r] = (int)lo;
+    }
+}
+
+static int hook_reduce_scatter(void *user, float *buf, size_t count)
+{
+    mpi_ctx *c = (mpi_ctx *)user;
+    double t0 = MPI_Wtime(), t1;
+    int rc = MPI_SUCCESS;
+    maybe_die(c);
+    if (count > INT_MAX) return DL_ERR;
+    if (c->barrier) { rc = MPI_Barrier(c->comm); c->waited += MPI_Wtime() - t0; }
+    t1 = MPI_Wtime();
+    if (rc == MPI_SUCCESS && c->use_node_sum) rc = node_sum_scatter(&c->ns, buf, count);
+    else if (rc == MPI_SUCCESS) {   /* the sum of this rank's shard lands at the front of buf */
+        set_shards(c, count);
+        rc = MPI_Reduce_scatter(MPI_IN_PLACE, buf, c->counts, MPI_FLOAT, MPI_SUM, c->comm);
+        if (rc == MPI_SUCCESS) memmove(buf + c->displs[c->rank], buf, (size_t)c->counts[c->rank] * sizeof(float));
+    }
+    if (c->barrier) c->summed += MPI_Wtime() - t1;
+    c->seconds += MPI_Wtime() - t0;
+    return check(c, rc, c->use_node_sum ? "the shared-memory reduce-scatter" : "MPI_Reduce_scatter");
+}
+
+static int hook_allgather(void *user, float *buf, size_t count)
+{
+    mpi_ctx *c = (mpi_ctx *)user;
+    double t0 = MPI_Wtime(), t1;
+    int rc = MPI_SUCCESS;
+    maybe_die(c);
+    if (count > INT_MAX) return DL_ERR;
+    if (c->barrier) { rc = MPI_Barrier(c->comm); c->waited += MPI_Wtime() - t0; }
+    t1 = MPI_Wtime();
+    if (rc == MPI_SUCCESS && c->use_node_sum) rc = node_sum_gather(&c->ns, buf, count);
+    else if (rc == MPI_SUCCESS) {
+        set_shards(c, count);
+        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c->counts, c->displs, MPI_FLOAT, c->comm);
+    }
+    if (c->barrier) c->summed += MPI_Wtime() - t1;
+    c->seconds += MPI_Wtime() - t0;
+    return check(c, rc, c->use_node_sum ? "the shared-memory allgather" : "MPI_Allgatherv");
 }
 
 static int hook_bcast(void *user, void *buf, size_t bytes)
@@ -147,7 +205,7 @@ static int usage(int rank, const char *why)
     if (rank == 0)
         fprintf(stderr, "mnist_mlp_mpi: %s\nusage: mnist_mlp_mpi [--data DIR] [--epochs N] [--batch N] [--lr X] [--seed N]"
                         " [--threads N] [--save FILE] [--log FILE.csv] [--profile] [--quiet] [--overlap] [--mpi-allreduce]"
-                        " [--comm-barrier] [--cnn] [--train-samples N] [--kill-rank R --kill-after N]\n", why);
+                        " [--comm-barrier] [--no-shard] [--cnn] [--train-samples N] [--kill-rank R --kill-after N]\n", why);
     MPI_Finalize();
     return 2;
 }
@@ -166,7 +224,7 @@ int main(int argc, char **argv)
 {
     const char *dir = "data/fashion-mnist", *save = NULL, *log = NULL;
     int epochs = 5, batch = 32, threads = 0, quiet = 0, profile = 0, overlap = 0, kill_rank = -1, cnn = 0, limit = 0, i;
-    int mpi_sum = 0, comm_barrier = 0;
+    int mpi_sum = 0, comm_barrier = 0, shard = 1;
     int rank, size, local_size;
     long kill_after = 0;
     unsigned long seed = 0;
@@ -192,6 +250,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--overlap")) { overlap = 1; continue; }
         if (!strcmp(a, "--mpi-allreduce")) { mpi_sum = 1; continue; }
+        if (!strcmp(a, "--no-shard")) { shard = 0; continue; }
         if (!strcmp(a, "--comm-barrier")) { comm_barrier = 1; continue; }
         if (!strcmp(a, "--cnn")) { cnn = 1; continue; }
         if (!v) return usage(rank, "missing value after an option");
@@ -272,6 +331,15 @@ int main(int argc, char **argv)
     comm.bcast = hook_bcast;
     if (overlap) { comm.iallreduce = hook_iallreduce; comm.wait = hook_wait; }
     else if (!mpi_sum) ctx.use_node_sum = node_sum_init(&ctx.ns, MPI_COMM_WORLD);
+    ctx.size = size;
+    if (shard && !overlap) {   /* the sharded update for arrays the window takes */
+        ctx.counts = (int *)malloc(2 * (size_t)size * sizeof(int));
+        if (!ctx.counts) return fail(rank, "out of memory");
+        ctx.displs = ctx.counts + size;
+        comm.reduce_scatter = hook_reduce_scatter;
+        comm.allgather = hook_allgather;
+        comm.shard_min = NODE_SUM_MIN;
+    }
 
     memset(&fo, 0, sizeof fo);
     fo.epochs = epochs;
@@ -288,7 +356,8 @@ int main(int argc, char **argv)
         printf("gradient_sum_seconds %.3f barrier_wait_seconds %.3f\n", ctx.summed, ctx.waited);
     if (rank == 0) printf("comm_seconds %.3f of train_seconds %.3f (%s)\n", ctx.seconds, secs,
                           overlap ? "MPI_Iallreduce overlapping backward"
-                          : ctx.use_node_sum ? "shared-memory window" : "MPI_Allreduce");
+                          : ctx.use_node_sum ? (comm.reduce_scatter ? "shared-memory window, sharded update" : "shared-memory window")
+                          : comm.reduce_scatter ? "MPI_Reduce_scatter + MPI_Allgatherv, sharded update" : "MPI_Allreduce");
     if (dl_evaluate_comm(m, &test, &mt, &comm) != DL_OK) return fail(rank, dl_last_error());
     if (!quiet && rank == 0) dl_metrics_print(&mt, stdout);
     if (save && rank == 0) {
@@ -301,6 +370,7 @@ int main(int argc, char **argv)
     dl_dataset_free(&train);
     dl_dataset_free(&test);
     if (ctx.use_node_sum) node_sum_free(&ctx.ns);
+    free(ctx.counts);
     MPI_Finalize();
     return 0;
 }

@@ -15,6 +15,13 @@
    host: node_sum_init returns 0 when the ranks span hosts, and the caller keeps
    MPI_Allreduce (a hierarchical sum, this within each host and MPI_Allreduce across
    hosts, would be the next step).
+   node_sum_scatter and node_sum_gather are the two halves of that sum, for dlcore's
+   sharded update (dl_comm.reduce_scatter and .allgather): the first leaves chunk r
+   of the sum in rank r's array, the second copies every rank's chunk r to all. The
+   chunks are dl_comm_shard's. They take one barrier each, not node_sum_run's
+   closing one: every slot has two halves and each call uses the other half from the
+   call before, so a call writes only a half whose last readers (two calls back)
+   have all passed the barrier of the call in between.
    Every rank must make the same calls in the same order, as with any collective. */
 #ifndef MPI_NODE_SUM_H
 #define MPI_NODE_SUM_H
@@ -27,8 +34,9 @@ typedef struct node_sum {
     MPI_Comm comm;      /* the ranks, all on this host; MPI_COMM_NULL: not usable */
     MPI_Win win;
     int rank, size, live;
-    size_t cap;         /* floats in each rank's slot */
-    float *slot[NODE_SUM_MAX_RANKS];   /* each rank's slot, mapped into this process */
+    size_t cap;         /* floats in each half of a rank's slot */
+    int half;           /* the half of every slot the next call uses */
+    float *slot[NODE_SUM_MAX_RANKS];   /* each rank's slot (two halves), mapped into this process */
 } node_sum;
 
 /* Collective over `world`. Returns 1 when every rank of world is on this host (and
@@ -60,7 +68,8 @@ static void node_sum_free(node_sum *s)
     s->comm = MPI_COMM_NULL;
 }
 
-/* A slot of at least n floats on every rank (collective; n is the same everywhere). */
+/* Slots of two halves of at least n floats on every rank (collective; n is the same
+   everywhere). */
 static int node_sum_reserve(node_sum *s, size_t n)
 {
     float *base = NULL;
@@ -69,7 +78,7 @@ static int node_sum_reserve(node_sum *s, size_t n)
     if (s->live && n <= s->cap) return MPI_SUCCESS;
     if (s->live) { MPI_Win_unlock_all(s->win); MPI_Win_free(&s->win); s->live = 0; }
     n = (n + 15) / 16 * 16;   /* whole 64-byte lines per slot */
-    rc = MPI_Win_allocate_shared((MPI_Aint)(n * sizeof(float)), (int)sizeof(float), MPI_INFO_NULL, s->comm, &base, &s->win);
+    rc = MPI_Win_allocate_shared((MPI_Aint)(2 * n * sizeof(float)), (int)sizeof(float), MPI_INFO_NULL, s->comm, &base, &s->win);
     if (rc != MPI_SUCCESS) return rc;
     for (r = 0; r < s->size && rc == MPI_SUCCESS; r++)
         rc = MPI_Win_shared_query(s->win, r, &bytes, &unit, &s->slot[r]);
@@ -77,8 +86,12 @@ static int node_sum_reserve(node_sum *s, size_t n)
     if (rc != MPI_SUCCESS) { MPI_Win_free(&s->win); return rc; }
     s->live = 1;
     s->cap = n;
+    s->half = 0;
     return MPI_SUCCESS;
 }
+
+/* Rank r's slot in the half now in use. */
+static float *node_sum_slot(const node_sum *s, int r) { return s->slot[r] + (size_t)s->half * s->cap; }
 
 /* What this rank has stored in the window is visible to all, and theirs to it. */
 static int node_sum_fence(node_sum *s)
@@ -89,7 +102,8 @@ static int node_sum_fence(node_sum *s)
     return rc;
 }
 
-/* Chunk r of n floats: [n r / size, n (r + 1) / size), cut at multiples of 16. */
+/* Chunk r of n floats: [n r / size, n (r + 1) / size), cut at multiples of 16, the
+   last rank taking the remainder (dl_comm_shard's cut). */
 static size_t node_sum_cut(const node_sum *s, size_t n, int r)
 {
     return r >= s->size ? n : n / 16 * (size_t)r / (size_t)s->size * 16;
@@ -118,20 +132,56 @@ static int node_sum_run(node_sum *s, float *buf, size_t n)
     int r, rc;
     if (s->size == 1) return MPI_SUCCESS;   /* the sum of one */
     if ((rc = node_sum_reserve(s, n)) != MPI_SUCCESS) return rc;
-    mine = s->slot[s->rank];
+    mine = node_sum_slot(s, s->rank);
     memcpy(mine, buf, n * sizeof(float));
     if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
     if (hi > lo) {   /* in this rank's slot, for the others to read */
         for (r = 0; r < s->size; r++)
-            if (r != s->rank) node_sum_add(mine + lo, mine + lo, s->slot[r] + lo, hi - lo);
+            if (r != s->rank) node_sum_add(mine + lo, mine + lo, node_sum_slot(s, r) + lo, hi - lo);
         memcpy(buf + lo, mine + lo, (hi - lo) * sizeof(float));
     }
     if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
     for (r = 0; r < s->size; r++) {
         size_t a = node_sum_cut(s, n, r), b = node_sum_cut(s, n, r + 1);
-        if (r != s->rank && b > a) memcpy(buf + a, s->slot[r] + a, (b - a) * sizeof(float));
+        if (r != s->rank && b > a) memcpy(buf + a, node_sum_slot(s, r) + a, (b - a) * sizeof(float));
     }
     /* no rank writes its slot again before every rank has read the sums */
     return node_sum_fence(s);
+}
+/* The first half of node_sum_run: chunk r of the sum over the ranks in rank r's buf,
+   the same bits node_sum_run gives there; the rest of buf is left as it was. */
+static int node_sum_scatter(node_sum *s, float *buf, size_t n)
+{
+    size_t lo = node_sum_cut(s, n, s->rank), hi = node_sum_cut(s, n, s->rank + 1);
+    const float *acc;
+    int r, rc;
+    if (s->size == 1) return MPI_SUCCESS;
+    if ((rc = node_sum_reserve(s, n)) != MPI_SUCCESS) return rc;
+    memcpy(node_sum_slot(s, s->rank), buf, n * sizeof(float));
+    if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
+    /* summed in node_sum_run's order: this rank's, then the others' in rank order */
+    acc = node_sum_slot(s, s->rank) + lo;
+    for (r = 0; r < s->size; r++)
+        if (r != s->rank) { node_sum_add(buf + lo, acc, node_sum_slot(s, r) + lo, hi - lo); acc = buf + lo; }
+    s->half ^= 1;
+    return MPI_SUCCESS;
+}
+
+/* The second half: every rank's chunk r of buf copied into chunk r of all the others'
+   buf (an allgather). */
+static int node_sum_gather(node_sum *s, float *buf, size_t n)
+{
+    size_t lo = node_sum_cut(s, n, s->rank), hi = node_sum_cut(s, n, s->rank + 1);
+    int r, rc;
+    if (s->size == 1) return MPI_SUCCESS;
+    if ((rc = node_sum_reserve(s, n)) != MPI_SUCCESS) return rc;
+    memcpy(node_sum_slot(s, s->rank) + lo, buf + lo, (hi - lo) * sizeof(float));
+    if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
+    for (r = 0; r < s->size; r++) {
+        size_t a = node_sum_cut(s, n, r), b = node_sum_cut(s, n, r + 1);
+        if (r != s->rank && b > a) memcpy(buf + a, node_sum_slot(s, r) + a, (b - a) * sizeof(float));
+    }
+    s->half ^= 1;
+    return MPI_SUCCESS;
 }
 #endif

@@ -29,9 +29,9 @@ $(B)/mpi_compare: tests/mpi_compare.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
-$(B)/mpi_node_sum: tests/mpi_node_sum.c examples/mpi_node_sum.h
+$(B)/mpi_node_sum: tests/mpi_node_sum.c examples/mpi_node_sum.h $(HDR)
 	@mkdir -p $(@D)
-	$(MPICC) $(WARN) $(CFLAGS) $< -o $@ -lm
+	$(MPICC) $(WARN) $(CFLAGS) $< -o $@ $(LDLIBS)
 
 TEST_DEPS  += mpi
 TEST_BUILD += $(B)/mnist_mlp_mpi $(B)/mpi_compare $(B)/mpi_node_sum $(B)/mnist_mlp $(B)/mnist_cnn

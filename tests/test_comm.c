@@ -48,6 +48,8 @@ typedef struct rank_ctx {
     long calls;                /* collectives entered */
     pending req[64];           /* non-blocking reductions started, not yet waited for */
     int touched_early;         /* dlcore wrote a buffer between start and wait */
+    long shard_calls;          /* reduce_scatter calls: the sharded update ran */
+    int updated_all;           /* an update wrote outside its shard (NaN from the poisoned sum) */
 } rank_ctx;
 
 static void barrier(hub *h)
@@ -103,6 +105,41 @@ static int fake_bcast(void *user, void *buf, size_t bytes)
     return DL_OK;
 }
 
+/* The sharded update's halves. reduce_scatter sums as fake_allreduce does and then
+   leaves NaN outside this rank's shard, so an update that read past its shard, or a
+   weight that missed the allgather, shows at once. */
+static int fake_reduce_scatter(void *user, float *buf, size_t count)
+{
+    rank_ctx *r = (rank_ctx *)user;
+    size_t lo, hi, i;
+    int rc = fake_allreduce(user, buf, count, DL_COMM_F32);
+    if (rc != DL_OK) return rc;
+    r->shard_calls++;
+    dl_comm_shard(count, r->comm.rank, r->comm.size, &lo, &hi);
+    for (i = 0; i < count; i++) if (i < lo || i >= hi) buf[i] = NAN;
+    return DL_OK;
+}
+
+/* Also notes an update that ran past this rank's shard: the sum is NaN there. */
+static int fake_allgather(void *user, float *buf, size_t count)
+{
+    rank_ctx *r = (rank_ctx *)user;
+    hub *h = r->h;
+    size_t lo, hi, i;
+    int k;
+    if (h->fail_at && ++r->calls == h->fail_at) return DL_ERR;
+    dl_comm_shard(count, r->comm.rank, h->size, &lo, &hi);
+    for (i = 0; i < count; i++) if ((i < lo || i >= hi) && buf[i] != buf[i]) r->updated_all = 1;
+    h->buf[r->comm.rank] = buf;
+    barrier(h);
+    for (k = 0; k < h->size; k++) {
+        dl_comm_shard(count, k, h->size, &lo, &hi);
+        if (k != r->comm.rank && hi > lo) memcpy(buf + lo, (float *)h->buf[k] + lo, (hi - lo) * sizeof(float));
+    }
+    barrier(h);
+    return DL_OK;
+}
+
 /* Non-blocking: remembers the buffer's contents and reduces at wait, after
    checking that dlcore left the buffer alone in between. Every rank waits in the
    same order, so the reductions pair up. */
@@ -137,6 +174,9 @@ static int fake_wait(void *user, void *req)
 /* ---- the training job each rank (and the single process) runs ---- */
 typedef struct job {
     int n, batch, epochs, nonblocking, sgd;
+    int shard;                 /* ranks: the sharded update, for every parameter */
+    int no_clip;               /* sgd without clip_norm (which turns sharding off) */
+    int refit;                 /* then one more epoch in one process (comm NULL) */
     float val_split;
     uint64_t seed;
     /* results */
@@ -174,7 +214,7 @@ static void run_job(job *jb, const dl_comm *comm)
     const dl_history_row *h;
     int i;
     size_t off = 0;
-    if (jb->sgd) { opt.clip_norm = 0.5f; opt.l2 = 1e-3f; }
+    if (jb->sgd) { opt.clip_norm = jb->no_clip ? 0.0f : 0.5f; opt.l2 = 1e-3f; }
     blobs(&d, jb->n);
     m = dl_sequential(DL_SHAPE(10));
     dl_model_seed(m, jb->seed);
@@ -191,6 +231,11 @@ static void run_job(job *jb, const dl_comm *comm)
     o.progress = DL_PROGRESS_NONE;
     o.comm = comm;
     jb->rc = dl_fit(m, &d, &o);
+    if (jb->rc == DL_OK && jb->refit) {   /* every rank alone on the whole set, from the state dl_fit left */
+        o.comm = NULL;
+        o.epochs = 1;
+        jb->rc = dl_fit(m, &d, &o);
+    }
     snprintf(jb->err, sizeof jb->err, "%s", jb->rc == DL_OK ? "" : dl_last_error());
     if (jb->rc == DL_OK) jb->rc = dl_evaluate_comm(m, &d, &jb->mt, comm);
     jb->n_hist = dl_history(m, &h);
@@ -287,6 +332,11 @@ static void run_ranks(const job *jb, int size, long fail_at, int rank1_n, thread
         if (r == 1 && rank1_n > 0) a->jb.n = rank1_n;
         rank_init(&a->rc, &h, r, size);
         if (jb->nonblocking) { a->rc.comm.iallreduce = fake_iallreduce; a->rc.comm.wait = fake_wait; }
+        if (jb->shard) {
+            a->rc.comm.reduce_scatter = fake_reduce_scatter;
+            a->rc.comm.allgather = fake_allgather;
+            a->rc.comm.shard_min = 1;
+        }
     }
     run_threads(size, rank_main, out, sizeof *out);
 }
@@ -304,11 +354,13 @@ static double rel_diff(const float *a, const float *b, size_t n)
 }
 
 /* `size` ranks against one process: the same weights (1e-5 relative), figures
-   within float rounding, and every rank bit-identical to rank 0. */
-static void check_against_one(job jb, int size)
+   within float rounding, and every rank bit-identical to rank 0. Returns how many
+   reduce_scatter calls rank 0 made. */
+static long check_against_one(job jb, int size)
 {
     thread_arg *ranks = (thread_arg *)calloc(MAXR, sizeof *ranks);
     job one = jb;
+    long shard_calls;
     int r, e;
     dl_set_threads(1);
     run_job(&one, NULL);
@@ -325,6 +377,7 @@ static void check_against_one(job jb, int size)
         DL_CHECK(rel_diff(one.w, rj->w, one.nw) <= 1e-5);
         DL_CHECK(memcmp(rj->w, ranks[0].jb.w, one.nw * sizeof(float)) == 0);
         DL_CHECK(!ranks[r].rc.touched_early);
+        DL_CHECK(!ranks[r].rc.updated_all);
         DL_CHECK_EQ_INT(rj->n_hist, one.n_hist);
         for (e = 0; e < one.n_hist && e < rj->n_hist; e++) {
             DL_CHECK_NEAR(rj->hist[e].loss, one.hist[e].loss, 1e-5 * (1 + fabs(one.hist[e].loss)));
@@ -338,9 +391,11 @@ static void check_against_one(job jb, int size)
         DL_CHECK_NEAR(rj->mt.loss, one.mt.loss, 1e-5 * (1 + fabs(one.mt.loss)));
         DL_CHECK(memcmp(rj->mt.confusion, one.mt.confusion, sizeof one.mt.confusion) == 0);
     }
+    shard_calls = ranks[0].rc.shard_calls;
     for (r = 0; r < size; r++) free(ranks[r].jb.w);
     free(one.w);
     free(ranks);
+    return shard_calls;
 }
 
 static job base_job(void)
@@ -370,6 +425,65 @@ DL_TEST(three_ranks_uneven_and_empty_shares_sgd_clip_l2)
     job jb = base_job();
     jb.n = 302; jb.batch = 20; jb.sgd = 1;   /* last batch: 2 rows over 3 ranks, one empty */
     check_against_one(jb, 3);
+}
+
+/* The sharded update (ZeRO stage 1): every parameter summed by reduce_scatter, each
+   rank updating its shard, allgather sharing the rest; then one more epoch in one
+   process, which needs the whole Adam state that dl_fit gathered at its end. */
+DL_TEST(two_ranks_sharded_update_equal_one_process)
+{
+    job jb = base_job();
+    jb.val_split = 0.2f;
+    jb.shard = 1;
+    jb.refit = 1;
+    DL_CHECK(check_against_one(jb, 2) > 0);
+}
+
+/* Three ranks, an empty share in the last batch, SGD with momentum and L2 (the
+   update's other path), parameters shorter than 16 floats (one rank's shard holds
+   them all) and longer ones. */
+DL_TEST(three_ranks_sharded_sgd_momentum_l2)
+{
+    job jb = base_job();
+    jb.n = 302; jb.batch = 20; jb.sgd = 1; jb.no_clip = 1; jb.shard = 1; jb.refit = 1;
+    DL_CHECK(check_against_one(jb, 3) > 0);
+}
+
+/* clip_norm needs the whole gradient's norm: the update is not sharded then. */
+DL_TEST(clip_norm_keeps_the_whole_update)
+{
+    job jb = base_job();
+    jb.n = 302; jb.batch = 20; jb.sgd = 1; jb.shard = 1;
+    DL_CHECK_EQ_INT(check_against_one(jb, 3), 0);
+}
+
+/* The shards tile [0, count) in rank order, cut at multiples of 16 but the end, and
+   as even as 16-element blocks allow; a rank outside [0, size) gets none. */
+DL_TEST(comm_shards_tile_the_array)
+{
+    static const size_t counts[] = { 0, 1, 15, 16, 17, 47, 48, 100, 4096, 100352, 100353 };
+    int c, size, r;
+    for (c = 0; c < (int)(sizeof counts / sizeof counts[0]); c++)
+        for (size = 1; size <= 5; size++) {
+            size_t next = 0, blocks = counts[c] / 16;
+            for (r = 0; r < size; r++) {
+                size_t lo, hi, want;
+                dl_comm_shard(counts[c], r, size, &lo, &hi);
+                DL_CHECK(lo == next && hi >= lo);
+                DL_CHECK(lo % 16 == 0 && (r == size - 1 || hi % 16 == 0));
+                want = blocks * (size_t)(r + 1) / (size_t)size - blocks * (size_t)r / (size_t)size;
+                DL_CHECK((hi - lo) / 16 == want);   /* the last rank's remainder is under 16 */
+                next = hi;
+            }
+            DL_CHECK(next == counts[c]);
+        }
+    {
+        size_t lo = 7, hi = 7;
+        dl_comm_shard(100, 2, 2, &lo, &hi);
+        DL_CHECK(lo == 0 && hi == 0);
+        dl_comm_shard(100, -1, 2, &lo, &hi);
+        DL_CHECK(lo == 0 && hi == 0);
+    }
 }
 
 /* The comparison above can fail: half the global batch trains other weights. */
@@ -437,6 +551,12 @@ DL_TEST(a_bad_comm_is_refused)
     run_job(&jb, &c);
     DL_CHECK_EQ_INT(jb.rc, DL_ERR);
     DL_CHECK_STR_CONTAINS(jb.err, "allreduce and bcast");
+    free(jb.w);
+    c.bcast = fake_bcast; c.reduce_scatter = fake_reduce_scatter;
+    jb = base_job();
+    run_job(&jb, &c);
+    DL_CHECK_EQ_INT(jb.rc, DL_ERR);
+    DL_CHECK_STR_CONTAINS(jb.err, "one of reduce_scatter and allgather");
     free(jb.w);
 }
 
@@ -525,7 +645,13 @@ DL_TEST(set_rows_outside_the_batch_is_refused)
 
 /* The graph-level hook: dl_graph_set_comm (which broadcasts rank 0's weights),
    dl_graph_set_rows and dl_graph_step, as a user of the graph API drives them. */
-typedef struct graph_job { const dl_comm *comm; int rows, first; float w[5 * 3 + 3]; int rc; } graph_job;
+typedef struct graph_job {
+    const dl_comm *comm;
+    int rows, first;
+    int alone;                 /* then dl_graph_set_comm(g, NULL) and 4 whole-batch steps */
+    float w[5 * 3 + 3];
+    int rc;
+} graph_job;
 
 static void run_graph(graph_job *j)
 {
@@ -537,14 +663,20 @@ static void run_graph(graph_job *j)
     j->rc = dl_graph_plan(g, 8);
     if (j->comm && j->rc == DL_OK) j->rc = dl_graph_set_comm(g, j->comm);
     dl_graph_set_training(g, 1);
-    for (step = 0; step < 12 && j->rc == DL_OK; step++) {
+    for (step = 0; step < (j->alone ? 16 : 12) && j->rc == DL_OK; step++) {
         float *xv, *tv;
-        dl_graph_set_batch(g, j->rows);
+        int rows = j->rows, first = j->first;
+        if (step >= 12) {   /* the rest alone: the state must be whole on every rank */
+            if (j->comm && step == 12) j->rc = dl_graph_set_comm(g, NULL);
+            dl_graph_set_training(g, 0);   /* each rank's dropout stream went its own way */
+            rows = 8; first = 0;
+        }
+        dl_graph_set_batch(g, rows);
         xv = dl_node_value(g, x).data;
         tv = dl_node_value(g, t).data;
-        for (i = 0; i < j->rows * 5; i++) xv[i] = (float)(((j->first * 5 + i) * 7 + step) % 11) / 5.0f - 1.0f;
-        for (i = 0; i < j->rows; i++) tv[i] = (float)((j->first + i + step) % 3);
-        if (j->comm) j->rc = dl_graph_set_rows(g, j->first, 8);
+        for (i = 0; i < rows * 5; i++) xv[i] = (float)(((first * 5 + i) * 7 + step) % 11) / 5.0f - 1.0f;
+        for (i = 0; i < rows; i++) tv[i] = (float)((first + i + step) % 3);
+        if (j->comm && step < 12) j->rc = dl_graph_set_rows(g, first, 8);
         if (j->rc == DL_OK) j->rc = dl_forward(g, loss);
         if (j->rc == DL_OK) j->rc = dl_graph_step(g, loss, &o, 0);
     }
@@ -577,6 +709,42 @@ DL_TEST(graph_step_with_a_comm_equals_one_graph)
     run_threads(2, graph_main, a, sizeof a[0]);
     for (r = 0; r < 2; r++) {
         DL_CHECK_EQ_INT(a[r].jb.rc, DL_OK);
+        DL_CHECK(rel_diff(one.w, a[r].jb.w, 18) <= 1e-5);
+    }
+    DL_CHECK(memcmp(a[0].jb.w, a[1].jb.w, sizeof a[0].jb.w) == 0);
+}
+
+/* The sharded update through the graph API, then dl_graph_set_comm(g, NULL), which
+   gathers the Adam state, and steps alone: every rank still equals one graph. */
+DL_TEST(graph_step_sharded_then_alone_equals_one_graph)
+{
+    static hub h;
+    graph_arg a[2];
+    graph_job one;
+    int r;
+    memset(&one, 0, sizeof one);
+    one.rows = 8;
+    one.alone = 1;
+    run_graph(&one);
+    DL_CHECK_EQ_INT(one.rc, DL_OK);
+    hub_init(&h, 2, 0);
+    memset(a, 0, sizeof a);
+    for (r = 0; r < 2; r++) {
+        rank_init(&a[r].rc, &h, r, 2);
+        a[r].rc.comm.reduce_scatter = fake_reduce_scatter;
+        a[r].rc.comm.allgather = fake_allgather;
+        a[r].rc.comm.shard_min = 1;
+        a[r].jb.comm = &a[r].rc.comm;
+        a[r].jb.rows = r ? 5 : 3;
+        a[r].jb.first = r ? 3 : 0;
+        a[r].jb.alone = 1;
+    }
+    run_threads(2, graph_main, a, sizeof a[0]);
+    for (r = 0; r < 2; r++) {
+        DL_CHECK_EQ_INT(a[r].jb.rc, DL_OK);
+        DL_CHECK(a[r].rc.shard_calls == 2 * 12);   /* w and b, every step with the comm */
+        DL_CHECK(!a[r].rc.updated_all);
+        printf("  rank %d: within %.2g relative of one graph\n", r, rel_diff(one.w, a[r].jb.w, 18));
         DL_CHECK(rel_diff(one.w, a[r].jb.w, 18) <= 1e-5);
     }
     DL_CHECK(memcmp(a[0].jb.w, a[1].jb.w, sizeof a[0].jb.w) == 0);

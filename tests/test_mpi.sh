@@ -1,14 +1,18 @@
 #!/bin/sh
 # test_mpi.sh - data-parallel training over Open MPI on this host, against one process:
 #   - the shared-memory window sum (examples/mpi_node_sum.h) on 2 and 3 ranks
-#     against a double sum of every rank's input (build/mpi_node_sum);
+#     against a double sum of every rank's input, and its reduce-scatter and
+#     allgather halves against it (build/mpi_node_sum);
 #   - 2 ranks (shared memory, --overlap: MPI_Iallreduce overlapping backward), 2 ranks
-#     with the window sum, and 2 ranks over TCP on loopback (--mpi-allreduce, an
-#     uneven 62 + 63 split of each batch) train the MNIST MLP for one epoch (469, 469
-#     and 480 steps) to the weights build/mnist_mlp trains with the same global batch
-#     and seed, within 1e-5 relative;
+#     with the window and the sharded update (the default), 2 ranks with the window
+#     sum and no sharding (--no-shard), and 2 ranks over TCP on loopback
+#     (--mpi-allreduce: MPI_Reduce_scatter and MPI_Allgatherv for the sharded update,
+#     an uneven 62 + 63 split of each batch) train the MNIST MLP for one epoch (469,
+#     469, 469 and 480 steps) to the weights build/mnist_mlp trains with the same
+#     global batch and seed, within 1e-5 relative;
 #   - the same for the seeds' CNN (mnist_mlp_mpi --cnn against build/mnist_cnn), one
-#     step of batch 64, within 1e-4 relative (see the CNN case below);
+#     step of batch 64, overlapping and with the sharded update, within 1e-4
+#     relative (see the CNN case below);
 #   - only rank 0 saves, once: each rank runs in its own directory and only rank 0's
 #     holds the model, whole (dlc inspect loads it), no temporary file left;
 #   - a rank that is killed mid-training, or fails on bad input, ends the whole
@@ -67,10 +71,12 @@ done
 # SUMMED: what rank 0 says summed the gradients (its comm_seconds line)
 ONE="$B/mnist_mlp"; COMMON=""; EXTRA="--overlap"; TOL=1e-5; SUMMED="MPI_Iallreduce overlapping backward"
 equal "2 ranks (shared memory, overlapping) = 1 process, batch 128" 128 3 OMPI_MCA_btl=self,vader
-EXTRA=""; SUMMED="shared-memory window"
-equal "2 ranks (shared-memory window sum) = 1 process, batch 128" 128 4 OMPI_MCA_btl=self,vader
-EXTRA="--mpi-allreduce"; SUMMED="MPI_Allreduce"
-equal "2 ranks (TCP loopback, MPI_Allreduce) = 1 process, batch 125" 125 5 OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo
+EXTRA=""; SUMMED="shared-memory window, sharded update"
+equal "2 ranks (shared-memory window, sharded update) = 1 process, batch 128" 128 4 OMPI_MCA_btl=self,vader
+EXTRA="--no-shard"; SUMMED="shared-memory window"
+equal "2 ranks (shared-memory window sum, whole update) = 1 process, batch 128" 128 6 OMPI_MCA_btl=self,vader
+EXTRA="--mpi-allreduce"; SUMMED="MPI_Reduce_scatter + MPI_Allgatherv, sharded update"
+equal "2 ranks (TCP loopback, MPI_Reduce_scatter + MPI_Allgatherv) = 1 process, batch 125" 125 5 OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo
 EXTRA=""; SUMMED=""
 # The CNN: one step. Its weight gradients sum thousands of terms per image, so the
 # two orders of summation differ in the last bits, and Adam's first step,
@@ -82,6 +88,10 @@ EXTRA=""; SUMMED=""
 # can be held to a bound.
 ONE="$B/mnist_cnn"; COMMON="--train-samples 64"; EXTRA="--cnn --overlap"; TOL=1e-4
 equal "CNN: 2 ranks (shared memory, overlapping) = 1 process, one step of batch 64" 64 7 OMPI_MCA_btl=self,vader
+# three of its weights take the sharded update: scatters and allgathers back to back
+EXTRA="--cnn"; SUMMED="shared-memory window, sharded update"
+equal "CNN: 2 ranks (shared-memory window, sharded update) = 1 process, one step of batch 64" 64 8 OMPI_MCA_btl=self,vader
+SUMMED=""
 ONE=""; COMMON=""; EXTRA=""; TOL=1e-5
 
 # Only rank 0 writes: the ranks run in directories of their own with a relative --save.

@@ -3,8 +3,11 @@
 # Fashion-MNIST per run) on this host, the configurations interleaved round by round:
 #   1x1   build/mnist_mlp --threads 1                 one process, one thread
 #   1x2   build/mnist_mlp --threads 2                 one process, two threads
-#   2x1   mpirun -np 2 build/mnist_mlp_mpi --threads 1  (the shared-memory window sum)
-#   2x1m  the same with --mpi-allreduce (MPI_Allreduce)
+#   2x1   mpirun -np 2 build/mnist_mlp_mpi --threads 1  (the shared-memory window and
+#         the sharded update: each rank runs Adam on its shard of the first layer)
+#   2x1n  the same with --no-shard (the window sum of whole gradients, every rank
+#         updating every weight)
+#   2x1m  the same as 2x1 with --mpi-allreduce (MPI_Reduce_scatter + MPI_Allgatherv)
 #   2x1o  the same with --overlap (MPI_Iallreduce overlapping backward)
 #   2x1b  the same as 2x1 with --comm-barrier: the time in the gradient sums themselves
 #         during training, a barrier before each keeping the wait for a late rank out
@@ -65,6 +68,7 @@ while [ "$r" -le "$ROUNDS" ]; do
     for b in 128 512; do
         run 1x1  "$b" "$B/mnist_mlp" --threads 1
         run 2x1  "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1
+        run 2x1n "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --no-shard
         run 1x2  "$b" "$B/mnist_mlp" --threads 2
         run 2x1m "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --mpi-allreduce
         run 2x1o "$b" mpirun -np 2 "$B/mnist_mlp_mpi" --threads 1 --overlap
@@ -110,16 +114,17 @@ function row(cfg, b,   k, m, i, v, w, share) {
 { k = $1 " " $2; n[k]++; t[k, n[k]] = $3; c[k, n[k]] = $4; if ($1 == "np1") np1[$2] = ($3 - $4) }
 END {
     printf "\n%-6s %-5s %10s %10s %14s\n", "config", "batch", "best s", "median s", "in MPI calls"
-    split("1x1 1x2 2x1 2x1m 2x1o 2x1b 2ind", cfgs, " ")
-    for (bi = 1; bi <= 2; bi++) for (ci = 1; ci <= 7; ci++) row(cfgs[ci], bi == 1 ? 128 : 512)
+    split("1x1 1x2 2x1 2x1n 2x1m 2x1o 2x1b 2ind", cfgs, " ")
+    for (bi = 1; bi <= 2; bi++) for (ci = 1; ci <= 8; ci++) row(cfgs[ci], bi == 1 ? 128 : 512)
     printf "(2x1b: the share of its training time in the gradient sums, a barrier before each)\n"
     printf "\nspeedup of 2 ranks x 1 thread (best / median of rounds); efficiency = speedup / 2\n"
     for (bi = 1; bi <= 2; bi++) {
         b = bi == 1 ? 128 : 512
-        printf "  batch %3d: over 1x1 %.2fx / %.2fx (efficiency %.0f%% / %.0f%%); over 1x2 %.2fx / %.2fx;\n             with MPI_Allreduce over 1x1 %.2fx / %.2fx, overlapping (MPI_Iallreduce) over 1x1 %.2fx / %.2fx\n", b,
+        printf "  batch %3d: over 1x1 %.2fx / %.2fx (efficiency %.0f%% / %.0f%%); over 1x2 %.2fx / %.2fx;\n             without sharding over 1x1 %.2fx / %.2fx;\n             with MPI collectives over 1x1 %.2fx / %.2fx, overlapping (MPI_Iallreduce) over 1x1 %.2fx / %.2fx\n", b,
             best["1x1 " b] / best["2x1 " b], mid["1x1 " b] / mid["2x1 " b],
             50 * best["1x1 " b] / best["2x1 " b], 50 * mid["1x1 " b] / mid["2x1 " b],
             best["1x2 " b] / best["2x1 " b], mid["1x2 " b] / mid["2x1 " b],
+            best["1x1 " b] / best["2x1n " b], mid["1x1 " b] / mid["2x1n " b],
             best["1x1 " b] / best["2x1m " b], mid["1x1 " b] / mid["2x1m " b],
             best["1x1 " b] / best["2x1o " b], mid["1x1 " b] / mid["2x1o " b]
         printf "    ceiling (2 x 1x1 / 2ind: two independent runs at once): %.2fx / %.2fx; 2x1 reaches %.0f%% / %.0f%% of it\n",
