@@ -4402,6 +4402,7 @@ static void dl__i8_ukr_scalar(int mr, int nc, int k, const uint8_t *a, int lda, 
    runs over whole groups of 4; the k % 4 tail goes through zero-padded words. */
 DL__UNUSED static int32_t dl__ld32(const uint8_t *p) { int32_t w; memcpy(&w, p, 4); return w; }
 #define DL__I8_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define DL__I8_ROWS16(X) DL__I8_ROWS8(X) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
 #define DL__I8_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define DL__I8_ROWS4(X) X(0) X(1) X(2) X(3)
 
@@ -4539,6 +4540,46 @@ dl__i8_tile_vnni(const int MR, const int NP, int nc, int k, const uint8_t *a, in
 #undef DL__VN_STORE
 }
 
+/* One panel (n <= 16, the MLP's 10-class layer) by up to 16 rows: the 16 accumulators
+   that two panels by 8 rows use. By 8 rows a panel would keep only 8 vpdpbusd chains,
+   too few to hide its latency at two a cycle; here one B load feeds 16. */
+#define DL__I8_VNNI_TALL 16
+DL__TARGET("avx512f,avx512bw,avx512vnni") static __attribute__((always_inline)) inline void
+dl__i8_tall_vnni(const int MR, int nc, int k, const uint8_t *a, int lda, const int8_t *bp, int32_t *c, int ldc)
+{
+    __m512i b0, av;
+    __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1u);
+    int g, kfull = k / 4;
+    /* rows r and r + 8 share one offset from two bases: 16 row pointers would not fit
+       in the general registers (gcc kept some in vector registers and moved them back) */
+    const uint8_t *a8 = a + 8 * (size_t)lda;
+    const size_t o1 = (size_t)lda, o2 = 2 * o1, o3 = 3 * o1, o4 = 4 * o1, o5 = 5 * o1, o6 = 6 * o1, o7 = 7 * o1;
+    const size_t o0 = 0;
+#define DL__VT_DECL(r) __m512i c##r = _mm512_setzero_si512();
+#define DL__VT_ROW(r, w) if (MR > r) { av = _mm512_set1_epi32(w); __asm__("vpdpbusd %2, %1, %0" : "+v"(c##r) : "v"(av), "v"(b0)); }
+#define DL__VT_OFF(r) ((r) == 0 ? o0 : (r) == 1 ? o1 : (r) == 2 ? o2 : (r) == 3 ? o3 : (r) == 4 ? o4 : (r) == 5 ? o5 : (r) == 6 ? o6 : o7)
+#define DL__VT_MAIN(r) DL__VT_ROW(r, dl__ld32(((r) < 8 ? a : a8) + DL__VT_OFF((r) % 8) + 4 * g))
+#define DL__VT_TAIL(r) DL__VT_ROW(r, dl__i8_word(a + (size_t)r * lda, g, k))
+#define DL__VT_STORE(r) if (MR > r) _mm512_mask_storeu_epi32(c + (size_t)r * ldc, m0, c##r);
+    DL__I8_ROWS16(DL__VT_DECL)
+    if (k % 4) {   /* the tail group first, as in dl__i8_tile_vnni */
+        g = kfull;
+        b0 = _mm512_loadu_si512((const void *)(bp + (size_t)g * 64));
+        DL__I8_ROWS16(DL__VT_TAIL)
+    }
+    for (g = 0; g < kfull; g++) {
+        b0 = _mm512_loadu_si512((const void *)(bp + (size_t)g * 64));
+        DL__I8_ROWS16(DL__VT_MAIN)
+    }
+    DL__I8_ROWS16(DL__VT_STORE)
+#undef DL__VT_DECL
+#undef DL__VT_OFF
+#undef DL__VT_ROW
+#undef DL__VT_MAIN
+#undef DL__VT_TAIL
+#undef DL__VT_STORE
+}
+
 /* One row (batch 1): two accumulators would wait on vpdpbusd's latency, so k is split
    four ways (8 accumulators for 32 columns), summed at the end. */
 DL__TARGET("avx512f,avx512bw,avx512vnni") static void
@@ -4572,6 +4613,15 @@ DL__TARGET("avx512f,avx512bw,avx512vnni") static void
 dl__i8_ukr_vnni(int mr, int nc, int k, const uint8_t *a, int lda, const int8_t *bp, size_t pstride, int32_t *c, int ldc)
 {
     if (mr == 1) { dl__i8_row1_vnni(nc, k, a, bp, pstride, c); return; }
+    if (mr > DL__I8_VNNI_MR) {   /* nc <= 16: the driver's tall blocks */
+#define DL__I8_TALL_CASE(r) case r: dl__i8_tall_vnni(r, nc, k, a, lda, bp, c, ldc); return;
+        switch (mr) {
+        DL__I8_TALL_CASE(16) DL__I8_TALL_CASE(15) DL__I8_TALL_CASE(14) DL__I8_TALL_CASE(13)
+        DL__I8_TALL_CASE(12) DL__I8_TALL_CASE(11) DL__I8_TALL_CASE(10)
+        default: DL__I8_TALL_CASE(9)
+        }
+#undef DL__I8_TALL_CASE
+    }
 #define DL__I8_VNNI_CASE(r) case r: { if (nc > 16) dl__i8_tile_vnni(r, 2, nc, k, a, lda, bp, pstride, c, ldc); \
                                     else dl__i8_tile_vnni(r, 1, nc, k, a, lda, bp, pstride, c, ldc); } break;
     switch (mr) {
@@ -4734,7 +4784,7 @@ DL__INLINE_ALWAYS void dl__i8_tile(const dl__i8_job *j, size_t pstride, int i, i
 {
     const int8_t *bp = j->bp + (size_t)(jj / DL__I8_NP) * pstride;
     if (j->epi) {
-        int32_t tile[8 * 32];   /* the largest MR (8) by two panels */
+        int32_t tile[16 * 32];   /* the largest tiles: 8 rows by two panels, 16 by one */
         j->d.ukr(mr, nc, j->k, j->a + (size_t)i * j->lda, j->lda, bp, pstride, tile, 32);
         j->epi(j->ctx, tile, 32, i, mr, jj, nc);
     } else {
@@ -4780,6 +4830,9 @@ static void dl__i8_gemm(int v, int m, int n, int k, const uint8_t *a, int lda, c
     if (m <= 0 || n <= 0) return;
     j.d = dl__i8_get(v);
     if (!j.d.ukr) j.d = dl__i8_get(DL__I8_SCALAR);
+#ifdef DL__X86
+    if (v == DL__I8_VNNI && j.d.ukr == dl__i8_ukr_vnni && n <= DL__I8_NP) j.d.mr = DL__I8_VNNI_TALL;
+#endif
     j.m = m; j.n = n; j.k = k; j.a = a; j.lda = lda; j.bp = bp; j.c = c; j.ldc = ldc; j.epi = epi; j.ctx = ctx;
     if (k <= 0) {   /* an empty sum: zeros, through the epilogue if there is one */
         int32_t zero[32] = { 0 };

@@ -1,7 +1,7 @@
 /* The int8 GEMM (dl_gemm_u8s8s32) bit for bit against a plain triple loop over the
    unpacked operands, for every variant this CPU runs (scalar, AVX2, AVX-512 VNNI, NEON,
-   NEON dot product): edge sizes around the tiles (MR up to 8, 16-column panels, k in
-   groups of 4), extreme values (A = 127, B = -128) where vpmaddubsw would saturate if
+   NEON dot product): edge sizes around the tiles (MR up to 8, and 16 for VNNI's
+   one-panel blocks; 16-column panels, k in groups of 4), extreme values (A = 127, B = -128) where vpmaddubsw would saturate if
    the 7-bit bound were not enough, padded leading dimensions, threaded row splits. */
 #define DLCORE_IMPLEMENTATION
 #include "dlcore.h"
@@ -79,7 +79,7 @@ DL_TEST(int8_edges_mn)
     int v, m, ni, ok = 1;
     find_variants();
     for (v = 0; v < test_nvariants; v++)
-        for (m = 1; m <= 17 && ok; m++)
+        for (m = 1; m <= 34 && ok; m++)
             for (ni = 0; ni < (int)(sizeof ns / sizeof *ns) && ok; ni++)
                 ok = check(test_variants[v], m, ns[ni], 13, m % 3, 0);
     DL_CHECK(ok);
@@ -94,6 +94,7 @@ DL_TEST(int8_edges_k)
         for (ki = 0; ki < (int)(sizeof ks / sizeof *ks) && ok; ki++) {
             ok = check(test_variants[v], 9, 33, ks[ki], 1, 0);
             if (ok) ok = check(test_variants[v], 3, 10, ks[ki], 0, 0);
+            if (ok) ok = check(test_variants[v], 21, 10, ks[ki], 2, 0);   /* VNNI: 16 + 5 rows of one panel */
         }
     DL_CHECK(ok);
 }
