@@ -19,7 +19,9 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* nonblocking: 0 MPI_Allreduce, 1 MPI_Iallreduce + MPI_Wait, 2 node_sum_run */
+/* nonblocking: 0 MPI_Allreduce, 1 MPI_Iallreduce + MPI_Wait, 2 node_sum_run,
+   3 node_sum_scatter + node_sum_gather (the sharded update's two halves, without the
+   update between them) */
 static void run(int count, int iters, int rank, int size, const char *what, int nonblocking, node_sum *ns)
 {
     float *buf = (float *)calloc((size_t)count, sizeof(float));
@@ -32,6 +34,9 @@ static void run(int count, int iters, int rank, int size, const char *what, int 
         t0 = MPI_Wtime();
         if (nonblocking == 2) {
             node_sum_run(ns, buf, (size_t)count);
+        } else if (nonblocking == 3) {
+            node_sum_scatter(ns, buf, (size_t)count);
+            node_sum_gather(ns, buf, (size_t)count);
         } else if (nonblocking) {
             MPI_Request req;
             MPI_Iallreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
@@ -45,7 +50,7 @@ static void run(int count, int iters, int rank, int size, const char *what, int 
     qsort(t, (size_t)iters, sizeof(double), cmp);
     if (rank == 0)
         printf("%s %s: %d floats (%d bytes) over %d ranks: median %.1f us, best %.1f us, %.2f GB/s at the median\n",
-               nonblocking == 2 ? "window sum" : nonblocking ? "iallreduce+wait" : "allreduce", what, count, count * 4, size, 1e6 * t[iters / 2], 1e6 * t[0], 4e-9 * count / t[iters / 2]);
+               nonblocking == 3 ? "window scatter+gather" : nonblocking == 2 ? "window sum" : nonblocking ? "iallreduce+wait" : "allreduce", what, count, count * 4, size, 1e6 * t[iters / 2], 1e6 * t[0], 4e-9 * count / t[iters / 2]);
     free(buf);
     free(t);
 }
@@ -119,6 +124,7 @@ int main(int argc, char **argv)
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
         run(count, iters, rank, size, "gradients", 2, &ns);
+        run(count, iters, rank, size, "gradients", 3, &ns);
         if (size > 1) cross_read(&ns, count, iters, rank, size);
         node_sum_free(&ns);
     } else if (rank == 0) printf("window sum: the ranks span hosts, not measured\n");

@@ -94,11 +94,12 @@ for r in 1 2 3; do
 done
 mid3() { sed -n "s/^$1:.*median \([0-9.]*\) us.*/\1/p" "$out/ar" | sort -n | sed -n 2p; }
 ar_us=$(mid3 'window sum gradients')
+sg_us=$(mid3 'window scatter+gather gradients')
 armpi_us=$(mid3 'allreduce gradients')
 small_us=$(mid3 'allreduce loss and hits')
 xr_us=$(mid3 'cross-core read gradients')
 
-awk -v ar="$ar_us" -v armpi="$armpi_us" -v small="$small_us" -v xr="$xr_us" -v cnn_n="$CNN_SAMPLES" '
+awk -v ar="$ar_us" -v sg="$sg_us" -v armpi="$armpi_us" -v small="$small_us" -v xr="$xr_us" -v cnn_n="$CNN_SAMPLES" '
 function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function med(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 # row(cfg, b): the best and median seconds of cfg at batch b into best[] and mid[],
@@ -144,7 +145,7 @@ END {
     }
     for (b = 8; b <= 512; b *= 2) if (b in np1) { st = int((60000 + b - 1) / b); cs[b] = 1e6 * np1[b] / st }
     printf "\nsum of the 101770 gradient floats (407 KB) over 2 ranks on this host, alone (median of 3 runs of 300, after a barrier):\n"
-    printf "the shared-memory window %.1f us, MPI_Allreduce %.1f us;\n", ar, armpi
+    printf "the shared-memory window %.1f us (its reduce-scatter + allgather, the sharded update without the update: %.1f us), MPI_Allreduce %.1f us;\n", ar, sg, armpi
     printf "the floor under both: copying the 407 KB the other rank has just written, %.1f us (in a sum each rank reads that many bytes\n", xr
     printf "  the other core wrote: half of the other rank gradients, then the sums of the other half);\n"
     printf "the per-step loss/hits reduction: %.1f us. Against a 2-rank step:\n", small
