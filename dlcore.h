@@ -5277,7 +5277,7 @@ struct dl_graph {
     const struct dl__step *fuse; /* dl_graph_step's update, during its backward pass */
     int       profile;        /* dl_fit's profile: time each node (dl__node.t_fwd/t_bwd) */
     double    t_update;       /* seconds in dl_graph_step's updates after the pass */
-    double    t_comm;         /* seconds waiting for gradient reductions after the pass */
+    double    t_comm;         /* seconds in gradient reductions after the pass, and allgathers */
     const dl_comm *comm;      /* dl_graph_set_comm: gradients summed over ranks */
     int       comm_live;      /* inside dl_graph_step with a comm: reduce as gradients complete */
     int       comm_failed;    /* a callback failed during this step */
@@ -7431,7 +7431,6 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
     {
         double t0 = g->profile ? dl__now() : 0.0, t_shared = 0.0;
         const dl_comm *c = g->comm;
-        int failed = 0;
         if (o->clip_norm > 0.0f) st.scale = dl__clip_scale(g, o);
         for (i = 0; i < g->n_params; i++) {
             dl__node *p = &g->nodes[g->params[i]];
@@ -7446,14 +7445,17 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
             p->state_shard = g->state_shard = 1;
             {
                 double t1 = g->profile ? dl__now() : 0.0;
-                if (c->allgather(c->user, p->val, len) != DL_OK && !failed++)
-                    dl__error("dl_graph_step: the comm's allgather of '%s' (%zu floats) failed on rank %d of %d",
-                              p->name, len, c->rank, c->size);
+                if (c->allgather(c->user, p->val, len) != DL_OK) {   /* the rest still join in */
+                    if (!g->comm_failed)
+                        dl__error("dl_graph_step: the comm's allgather of '%s' (%zu floats) failed on rank %d of %d",
+                                  p->name, len, c->rank, c->size);
+                    g->comm_failed = 1;
+                }
                 if (g->profile) t_shared += dl__now() - t1;
             }
         }
         if (g->profile) { g->t_update += dl__now() - t0 - t_shared; g->t_comm += t_shared; }
-        if (failed) return DL_ERR;
+        if (c && g->comm_failed) return DL_ERR;
     }
     g->opt_t = st.t;
     return DL_OK;
@@ -9142,7 +9144,7 @@ static void dl__profile_print(const dl_model *m, FILE *out)
         rest -= n->t_fwd + n->t_bwd;
     }
     fprintf(out, "  %-28s %9s %9.1f\n", "updates after the pass", "", g->t_update * per);
-    if (g->t_comm > 0.0) fprintf(out, "  %-28s %9s %9.1f\n", "waiting for gradient sums", "", g->t_comm * per);
+    if (g->t_comm > 0.0) fprintf(out, "  %-28s %9s %9.1f\n", "gradient sums, allgathers", "", g->t_comm * per);
     fprintf(out, "  %-28s %9.1f\n", "the rest", rest * per);
     fprintf(out, "  (a weight whose Adam step runs inside its gradient GEMM is timed in its node's backward)\n");
 }
@@ -9299,8 +9301,9 @@ DLDEF int dl_fit(dl_model *m, const dl_dataset *data, const dl_fit_opts *opts)
     if (csv) fclose(csv);
     DLCORE_FREE(perm);
     m->aug_shift = m->aug_flip = 0;
-    /* the optimizer state whole on every rank again, for whatever trains next */
-    if (o.comm && dl__comm_gather_state(m->g, o.comm, "dl_fit") != DL_OK) rc = DL_ERR;
+    /* the optimizer state whole on every rank again, for whatever trains next (not
+       after a collective failed: the others may be gone) */
+    if (o.comm && !m->g->comm_failed && dl__comm_gather_state(m->g, o.comm, "dl_fit") != DL_OK) rc = DL_ERR;
     m->g->comm = saved_comm;
     if (o.profile) {
         m->g->profile = 0;

@@ -520,6 +520,30 @@ DL_TEST(a_failing_collective_fails_every_rank)
     free(ranks);
 }
 
+/* The same with the sharded update: a failing reduce_scatter (call 20: the fifth
+   gradient of the first step) and a failing allgather (call 25: the third weight's)
+   end every rank with an error that names it, and no rank waits for the others. */
+DL_TEST(a_failing_sharded_collective_fails_every_rank)
+{
+    thread_arg *ranks = (thread_arg *)calloc(MAXR, sizeof *ranks);
+    job jb = base_job();
+    int r, i;
+    static const long at[2] = { 20, 25 };
+    static const char *const what[2] = { "reduce_scatter", "allgather" };
+    jb.shard = 1;
+    dl_set_threads(1);
+    for (i = 0; i < 2; i++) {
+        run_ranks(&jb, 2, at[i], 0, ranks);
+        for (r = 0; r < 2; r++) {
+            DL_CHECK_EQ_INT(ranks[r].jb.rc, DL_ERR);
+            DL_CHECK_STR_CONTAINS(ranks[r].jb.err, what[i]);
+            DL_CHECK_STR_CONTAINS(ranks[r].jb.err, r ? "rank 1 of 2" : "rank 0 of 2");
+            free(ranks[r].jb.w);
+        }
+    }
+    free(ranks);
+}
+
 DL_TEST(ranks_with_different_data_are_refused)
 {
     thread_arg *ranks = (thread_arg *)calloc(MAXR, sizeof *ranks);
