@@ -26,13 +26,14 @@
    a core per rank nothing moves the data while the rank computes, and Open MPI's
    MPI_Iallreduce of the gradients takes about 1.5x its MPI_Allreduce
    (bench/mpi/mpi_allreduce.c), so on one host the blocking reduction trains faster
-   (make bench-mpi: 2x1 against 2x1o).
+   (make bench-mpi: 2x1 against 2x1o). It turns the sharded update off.
    --mpi-allreduce uses MPI's collectives also on one host: MPI_Reduce_scatter and
    MPI_Allgatherv for the sharded update, MPI_Allreduce for the rest.
    --no-shard: every rank sums whole gradients (allreduce) and updates every weight.
    --comm-barrier (a diagnosis, without --overlap) puts a barrier before each
-   gradient sum (and each allgather of the sharded update) and prints "gradient_sum_seconds <f> barrier_wait_seconds <f>": what
-   the sums cost in training, apart from waiting for the slowest rank.
+   gradient sum (and each allgather of the sharded update) and prints
+   "gradient_sum_seconds <f> barrier_wait_seconds <f>": what the sums cost in
+   training, apart from waiting for the slowest rank.
    --kill-rank/--kill-after: fault injection for the tests, rank R kills itself
    (SIGKILL) at its N-th collective call. Before the last line rank 0 prints
    "comm_seconds <f> of train_seconds": time inside the MPI calls during training.
@@ -332,7 +333,7 @@ int main(int argc, char **argv)
     if (overlap) { comm.iallreduce = hook_iallreduce; comm.wait = hook_wait; }
     else if (!mpi_sum) ctx.use_node_sum = node_sum_init(&ctx.ns, MPI_COMM_WORLD);
     ctx.size = size;
-    if (shard && !overlap) {   /* the sharded update for arrays the window takes */
+    if (shard && !overlap) {   /* the sharded update for arrays of NODE_SUM_MIN floats and more */
         ctx.counts = (int *)malloc(2 * (size_t)size * sizeof(int));
         if (!ctx.counts) return fail(rank, "out of memory");
         ctx.displs = ctx.counts + size;

@@ -148,6 +148,7 @@ static int node_sum_run(node_sum *s, float *buf, size_t n)
     /* no rank writes its slot again before every rank has read the sums */
     return node_sum_fence(s);
 }
+
 /* The first half of node_sum_run: chunk r of the sum over the ranks in rank r's buf,
    the same bits node_sum_run gives there; the rest of buf is left as it was. */
 static int node_sum_scatter(node_sum *s, float *buf, size_t n)
