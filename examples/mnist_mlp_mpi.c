@@ -119,44 +119,34 @@ static void set_shards(mpi_ctx *c, size_t count)
     }
 }
 
-static int hook_reduce_scatter(void *user, float *buf, size_t count)
+/* gather 0: reduce_scatter, 1: allgather; timed as hook_allreduce times a sum */
+static int hook_shard(mpi_ctx *c, float *buf, size_t count, int gather)
 {
-    mpi_ctx *c = (mpi_ctx *)user;
     double t0 = MPI_Wtime(), t1;
     int rc = MPI_SUCCESS;
     maybe_die(c);
     if (count > INT_MAX) return DL_ERR;
     if (c->barrier) { rc = MPI_Barrier(c->comm); c->waited += MPI_Wtime() - t0; }
     t1 = MPI_Wtime();
-    if (rc == MPI_SUCCESS && c->use_node_sum) rc = node_sum_scatter(&c->ns, buf, count);
-    else if (rc == MPI_SUCCESS) {   /* the sum of this rank's shard lands at the front of buf */
-        set_shards(c, count);
-        rc = MPI_Reduce_scatter(MPI_IN_PLACE, buf, c->counts, MPI_FLOAT, MPI_SUM, c->comm);
-        if (rc == MPI_SUCCESS) memmove(buf + c->displs[c->rank], buf, (size_t)c->counts[c->rank] * sizeof(float));
-    }
-    if (c->barrier) c->summed += MPI_Wtime() - t1;
-    c->seconds += MPI_Wtime() - t0;
-    return check(c, rc, c->use_node_sum ? "the shared-memory reduce-scatter" : "MPI_Reduce_scatter");
-}
-
-static int hook_allgather(void *user, float *buf, size_t count)
-{
-    mpi_ctx *c = (mpi_ctx *)user;
-    double t0 = MPI_Wtime(), t1;
-    int rc = MPI_SUCCESS;
-    maybe_die(c);
-    if (count > INT_MAX) return DL_ERR;
-    if (c->barrier) { rc = MPI_Barrier(c->comm); c->waited += MPI_Wtime() - t0; }
-    t1 = MPI_Wtime();
-    if (rc == MPI_SUCCESS && c->use_node_sum) rc = node_sum_gather(&c->ns, buf, count);
+    if (rc == MPI_SUCCESS && c->use_node_sum)
+        rc = gather ? node_sum_gather(&c->ns, buf, count) : node_sum_scatter(&c->ns, buf, count);
     else if (rc == MPI_SUCCESS) {
         set_shards(c, count);
-        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c->counts, c->displs, MPI_FLOAT, c->comm);
+        if (gather)
+            rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c->counts, c->displs, MPI_FLOAT, c->comm);
+        else {   /* the sum of this rank's shard lands at the front of buf */
+            rc = MPI_Reduce_scatter(MPI_IN_PLACE, buf, c->counts, MPI_FLOAT, MPI_SUM, c->comm);
+            if (rc == MPI_SUCCESS) memmove(buf + c->displs[c->rank], buf, (size_t)c->counts[c->rank] * sizeof(float));
+        }
     }
     if (c->barrier) c->summed += MPI_Wtime() - t1;
     c->seconds += MPI_Wtime() - t0;
-    return check(c, rc, c->use_node_sum ? "the shared-memory allgather" : "MPI_Allgatherv");
+    return check(c, rc, c->use_node_sum ? (gather ? "the shared-memory allgather" : "the shared-memory reduce-scatter")
+                                        : (gather ? "MPI_Allgatherv" : "MPI_Reduce_scatter"));
 }
+
+static int hook_reduce_scatter(void *user, float *buf, size_t count) { return hook_shard((mpi_ctx *)user, buf, count, 0); }
+static int hook_allgather(void *user, float *buf, size_t count) { return hook_shard((mpi_ctx *)user, buf, count, 1); }
 
 static int hook_bcast(void *user, void *buf, size_t bytes)
 {

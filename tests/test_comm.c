@@ -712,7 +712,10 @@ static void run_graph(graph_job *j)
 typedef struct graph_arg { graph_job jb; rank_ctx rc; } graph_arg;
 static void graph_main(void *p) { run_graph(&((graph_arg *)p)->jb); }
 
-DL_TEST(graph_step_with_a_comm_equals_one_graph)
+/* Two ranks (rows [0, 3) and [3, 8) of each batch) against one graph; shard: with
+   the sharded update for every parameter, then dl_graph_set_comm(g, NULL), which
+   gathers the Adam state, and steps alone. */
+static void check_graph_ranks(int shard)
 {
     static hub h;
     graph_arg a[2];
@@ -720,59 +723,39 @@ DL_TEST(graph_step_with_a_comm_equals_one_graph)
     int r;
     memset(&one, 0, sizeof one);
     one.rows = 8;
+    one.alone = shard;
     run_graph(&one);
     DL_CHECK_EQ_INT(one.rc, DL_OK);
     hub_init(&h, 2, 0);
     memset(a, 0, sizeof a);
     for (r = 0; r < 2; r++) {
         rank_init(&a[r].rc, &h, r, 2);
-        a[r].jb.comm = &a[r].rc.comm;
-        a[r].jb.rows = r ? 5 : 3;   /* rows [0, 3) and [3, 8) */
-        a[r].jb.first = r ? 3 : 0;
-    }
-    run_threads(2, graph_main, a, sizeof a[0]);
-    for (r = 0; r < 2; r++) {
-        DL_CHECK_EQ_INT(a[r].jb.rc, DL_OK);
-        DL_CHECK(rel_diff(one.w, a[r].jb.w, 18) <= 1e-5);
-    }
-    DL_CHECK(memcmp(a[0].jb.w, a[1].jb.w, sizeof a[0].jb.w) == 0);
-}
-
-/* The sharded update through the graph API, then dl_graph_set_comm(g, NULL), which
-   gathers the Adam state, and steps alone: every rank still equals one graph. */
-DL_TEST(graph_step_sharded_then_alone_equals_one_graph)
-{
-    static hub h;
-    graph_arg a[2];
-    graph_job one;
-    int r;
-    memset(&one, 0, sizeof one);
-    one.rows = 8;
-    one.alone = 1;
-    run_graph(&one);
-    DL_CHECK_EQ_INT(one.rc, DL_OK);
-    hub_init(&h, 2, 0);
-    memset(a, 0, sizeof a);
-    for (r = 0; r < 2; r++) {
-        rank_init(&a[r].rc, &h, r, 2);
-        a[r].rc.comm.reduce_scatter = fake_reduce_scatter;
-        a[r].rc.comm.allgather = fake_allgather;
-        a[r].rc.comm.shard_min = 1;
+        if (shard) {
+            a[r].rc.comm.reduce_scatter = fake_reduce_scatter;
+            a[r].rc.comm.allgather = fake_allgather;
+            a[r].rc.comm.shard_min = 1;
+        }
         a[r].jb.comm = &a[r].rc.comm;
         a[r].jb.rows = r ? 5 : 3;
         a[r].jb.first = r ? 3 : 0;
-        a[r].jb.alone = 1;
+        a[r].jb.alone = shard;
     }
     run_threads(2, graph_main, a, sizeof a[0]);
     for (r = 0; r < 2; r++) {
         DL_CHECK_EQ_INT(a[r].jb.rc, DL_OK);
-        DL_CHECK(a[r].rc.shard_calls == 2 * 12);   /* w and b, every step with the comm */
-        DL_CHECK(!a[r].rc.updated_all);
+        if (shard) {
+            DL_CHECK(a[r].rc.shard_calls == 2 * 12);   /* w and b, every step with the comm */
+            DL_CHECK(!a[r].rc.updated_all);
+        }
         printf("  rank %d: within %.2g relative of one graph\n", r, rel_diff(one.w, a[r].jb.w, 18));
         DL_CHECK(rel_diff(one.w, a[r].jb.w, 18) <= 1e-5);
     }
     DL_CHECK(memcmp(a[0].jb.w, a[1].jb.w, sizeof a[0].jb.w) == 0);
 }
+
+DL_TEST(graph_step_with_a_comm_equals_one_graph) { check_graph_ranks(0); }
+
+DL_TEST(graph_step_sharded_then_alone_equals_one_graph) { check_graph_ranks(1); }
 
 /* dl_evaluate_comm with more ranks than samples: the empty shares still join the
    reduction, and every rank gets dl_evaluate's figures for the whole set. */
