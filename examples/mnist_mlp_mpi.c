@@ -339,6 +339,10 @@ int main(int argc, char **argv)
     fo.progress = quiet ? DL_PROGRESS_NONE : DL_PROGRESS_AUTO;
     fo.profile = profile;
     fo.comm = &comm;
+    /* the window is made before the clock starts, as DDP makes its buckets when the
+       model is wrapped: it holds the largest gradient (the sum of all bounds it) */
+    if (ctx.use_node_sum && check(&ctx, node_sum_reserve(&ctx.ns, dl_model_param_count(m)), "the shared-memory window") != DL_OK)
+        return fail(rank, "could not set up the shared-memory window");
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
     if (dl_fit(m, &part, &fo) != DL_OK) return fail(rank, dl_last_error());
