@@ -407,6 +407,9 @@ typedef struct dl_comm {
        again, which gather it. */
     int (*reduce_scatter)(void *user, float *buf, size_t count);
     int (*allgather)(void *user, float *buf, size_t count);
+    /* Also the size under which gradients are small: without iallreduce they are
+       summed together in one allreduce at the end of backward (a bucket), which
+       also carries dl_fit's loss and hits for the batch. */
     size_t shard_min;
 } dl_comm;
 
@@ -418,8 +421,10 @@ DLDEF void dl_comm_shard(size_t count, int rank, int size, size_t *lo, size_t *h
 /* With a comm (NULL: none), dl_graph_step sums every parameter gradient over the
    ranks before its update, each rank's weighted by its share of the global batch
    (dl_graph_set_rows), so all ranks apply the same update. The fused update is then
-   off: each gradient is reduced as soon as its backward is done, while the earlier
-   layers' backward runs. dl_backward and dl_graph_update do not communicate.
+   off: each gradient of shard_min elements or more is reduced as soon as its
+   backward is done, while the earlier layers' backward runs (all of them with
+   iallreduce); the smaller ones are summed together after the pass, in one call.
+   dl_backward and dl_graph_update do not communicate.
    Setting a comm is collective: it first makes whole the optimizer state that
    sharded updates (dl_comm.reduce_scatter) over the previous comm left in shards,
    then copies rank 0's parameters, optimizer state and dropout stream to every rank.
@@ -5252,7 +5257,7 @@ typedef struct dl__node {
     unsigned fused_pass;      /* the pass in which that happened */
     int      wanted;          /* dl__forward: the target depends on it */
     int      ready_at;        /* parameter: its gradient is complete after this node's backward */
-    int      comm_state;      /* dl_graph_step with a comm: 0 idle, 1 reducing, 2 reduced */
+    int      comm_state;      /* dl_graph_step with a comm: 0 idle, 1 reducing, 2 reduced, 3 in the bucket */
     void    *comm_req;        /* the hook's handle while a non-blocking reduction runs */
     int      comm_shard;      /* this step: summed with reduce_scatter, updated in shards */
     int      state_shard;     /* its optimizer state is whole only in this rank's shard */
@@ -5283,6 +5288,11 @@ struct dl_graph {
     int       comm_failed;    /* a callback failed during this step */
     int       shard_ok;       /* this step may shard updates (the hook can, no clip_norm) */
     int       state_shard;    /* some parameter's optimizer state is sharded */
+    float    *bucket;         /* the small gradients and figures, summed in one call */
+    size_t    bucket_cap;     /* floats */
+    float     figures[2];     /* dl_fit: the batch's loss x rows and hits, summed with the gradients */
+    int       n_figures;      /* 2 while dl_fit steps with a comm, else 0 */
+    int       figures_bad;    /* the summed loss was not finite: the step made no update */
     int       rows_first, rows_total; /* dl_graph_set_rows (total 0: not set) */
     int       rows_empty;     /* dl_fit: this rank's part is empty; its placeholder row weighs 0 */
 };
@@ -6488,6 +6498,7 @@ DLDEF void dl_graph_free(dl_graph *g)
     DLCORE_FREE(g->params);
     DLCORE_FREE(g->states);
     DLCORE_FREE(g->arena);
+    DLCORE_FREE(g->bucket);
     DLCORE_FREE(g);
 }
 
@@ -6951,6 +6962,29 @@ DLDEF void dl_comm_shard(size_t count, int rank, int size, size_t *lo, size_t *h
     *hi = rank + 1 == size ? count : blocks * (size_t)(rank + 1) / (size_t)size * 16;
 }
 
+/* Gradients under this many elements are summed together, in one call (the bucket). */
+static size_t dl__comm_small(const dl_comm *c) { return c->shard_min ? c->shard_min : 4096; }
+
+/* The bucket: dl_fit's two figures and every small gradient, which dl_graph_step sums
+   in one allreduce at the end of backward. Made before training, where a rank that
+   cannot make it can still tell the others. */
+static int dl__comm_bucket_reserve(dl_graph *g, const dl_comm *c, const char *who)
+{
+    size_t need = 2;
+    int i;
+    for (i = 0; c && i < g->n_params; i++) {
+        size_t len = dl__numel(&g->nodes[g->params[i]]);
+        if (len < dl__comm_small(c)) need += len;
+    }
+    if (need <= g->bucket_cap) return DL_OK;
+    DLCORE_FREE(g->bucket);
+    g->bucket_cap = 0;
+    g->bucket = (float *)DLCORE_MALLOC(need * sizeof(float));
+    if (!g->bucket) return dl__error("%s: out of memory for the gradient bucket (%zu floats)", who, need);
+    g->bucket_cap = need;
+    return DL_OK;
+}
+
 /* After sharded updates each rank holds whole Adam/momentum state only in its own
    shards; this makes it whole everywhere (collective), before the state is handed
    on: rank 0's copy seeds another comm, and a one-process run needs all of it. */
@@ -6995,7 +7029,13 @@ DLDEF int dl_graph_set_comm(dl_graph *g, const dl_comm *comm)
     if (dl__comm_check(comm, "dl_graph_set_comm") != DL_OK) return DL_ERR;
     if (dl__comm_gather_state(g, g->comm, "dl_graph_set_comm") != DL_OK) return DL_ERR;
     g->comm = comm;
-    return comm ? dl__comm_bcast_graph(g, comm, "dl_graph_set_comm") : DL_OK;
+    if (!comm) return DL_OK;
+    {   /* the broadcast is collective: a rank without its bucket still joins it */
+        int rc = dl__comm_bucket_reserve(g, comm, "dl_graph_set_comm");
+        if (dl__comm_bcast_graph(g, comm, "dl_graph_set_comm") != DL_OK) return DL_ERR;
+        if (rc != DL_OK) g->comm = NULL;
+        return rc;
+    }
 }
 
 DLDEF void dl_graph_set_training(dl_graph *g, int training) { if (g) g->training = training != 0; }
@@ -7335,7 +7375,9 @@ static void dl__comm_start(dl_graph *g, dl__node *p)
     int rc;
     dl__grad_acc(p);   /* a gradient no op wrote this pass is zero, not stale */
     p->comm_req = NULL;
-    p->comm_shard = g->shard_ok && len >= (c->shard_min ? c->shard_min : 4096);
+    p->comm_shard = g->shard_ok && len >= dl__comm_small(c);
+    /* a small gradient waits for the bucket: one call for all of them, not one each */
+    if (!c->iallreduce && len < dl__comm_small(c)) { p->comm_state = 3; return; }
     if (p->comm_shard) { rc = c->reduce_scatter(c->user, p->grad, len); p->comm_state = 2; }
     else if (c->iallreduce) { rc = c->iallreduce(c->user, p->grad, len, DL_COMM_F32, &p->comm_req); p->comm_state = 1; }
     else { rc = c->allreduce(c->user, p->grad, len, DL_COMM_F32); p->comm_state = 2; }
@@ -7373,6 +7415,45 @@ static void dl__comm_prepare(dl_graph *g)
     g->comm_live = 1;
 }
 
+/* The bucket's one allreduce: dl_fit's figures first, then the small gradients in
+   parameter order (the same on every rank). */
+static void dl__comm_bucket_sum(dl_graph *g)
+{
+    const dl_comm *c = g->comm;
+    size_t used = (size_t)g->n_figures, len;
+    int i, n = 0;
+    for (i = 0; i < g->n_params; i++) {
+        dl__node *p = &g->nodes[g->params[i]];
+        if (p->comm_state == 3) { used += dl__numel(p); n++; }
+    }
+    if (used == 0) return;
+    if (dl__comm_bucket_reserve(g, c, "dl_graph_step") != DL_OK) { g->comm_failed = 1; return; }
+    memcpy(g->bucket, g->figures, (size_t)g->n_figures * sizeof(float));
+    for (i = 0, used = (size_t)g->n_figures; i < g->n_params; i++) {
+        dl__node *p = &g->nodes[g->params[i]];
+        if (p->comm_state != 3) continue;
+        len = dl__numel(p);
+        memcpy(g->bucket + used, p->grad, len * sizeof(float));
+        used += len;
+    }
+    if (c->allreduce(c->user, g->bucket, used, DL_COMM_F32) != DL_OK) {
+        if (!g->comm_failed)
+            dl__error("dl_graph_step: the comm's allreduce of %d small gradients and %d figures (%zu floats) failed on rank %d of %d",
+                      n, g->n_figures, used, c->rank, c->size);
+        g->comm_failed = 1;
+        return;
+    }
+    memcpy(g->figures, g->bucket, (size_t)g->n_figures * sizeof(float));
+    for (i = 0, used = (size_t)g->n_figures; i < g->n_params; i++) {
+        dl__node *p = &g->nodes[g->params[i]];
+        if (p->comm_state != 3) continue;
+        len = dl__numel(p);
+        memcpy(p->grad, g->bucket + used, len * sizeof(float));
+        used += len;
+        p->comm_state = 2;
+    }
+}
+
 static int dl__comm_finish(dl_graph *g)
 {
     const dl_comm *c = g->comm;
@@ -7382,6 +7463,7 @@ static int dl__comm_finish(dl_graph *g)
         dl__node *p = &g->nodes[g->params[i]];
         if (p->touched == g->pass && p->comm_state == 0) dl__comm_start(g, p);
     }
+    dl__comm_bucket_sum(g);
     for (i = 0; i < g->n_params; i++) {
         dl__node *p = &g->nodes[g->params[i]];
         if (p->comm_state != 1) continue;
@@ -7428,6 +7510,9 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
         if (i == DL_OK && rc != DL_OK) return DL_ERR;
     }
     if (i != DL_OK) return DL_ERR;
+    /* dl_fit's summed loss: where it is not finite no rank updates, and dl_fit stops */
+    g->figures_bad = g->n_figures > 0 && !isfinite(g->figures[0]);
+    if (g->figures_bad) return DL_ERR;
     {
         double t0 = g->profile ? dl__now() : 0.0, t_shared = 0.0;
         const dl_comm *c = g->comm;
@@ -9057,28 +9142,13 @@ static void dl__csv_row(FILE *f, int epoch, const dl_history_row *r)
     fflush(f);
 }
 
-/* The batch's mean loss and hits over all ranks (so all see a non-finite loss at
-   the same step and stop together). */
-static int dl__comm_figures(const dl_comm *c, float *l, int *hits, int rows, int cur, int epoch, int step)
-{
-    double part[2];
-    part[0] = rows > 0 ? (double)*l * rows : 0.0;
-    part[1] = *hits;
-    if (c->allreduce(c->user, part, 2, DL_COMM_F64) != DL_OK)
-        return dl__error("dl_fit: the comm's allreduce of the loss failed at epoch %d, step %d on rank %d of %d",
-                         epoch + 1, step + 1, c->rank, c->size);
-    *l = (float)(part[0] / cur);
-    *hits = (int)part[1];
-    return DL_OK;
-}
-
 /* One epoch over train (rows in `perm`). Returns DL_ERR on a non-finite loss. */
 static int dl__train_epoch(dl_model *m, const dl_dataset *train, int *perm, int n, int bs, int epoch,
                            int epochs, int bar, FILE *out, dl_history_row *row)
 {
     double sum = 0.0;
     long correct = 0, seen = 0;
-    int first, step = 0, steps = (n + bs - 1) / bs, shown = -1;
+    int first, step = 0, steps = (n + bs - 1) / bs, shown = -1, rc;
     int per = m->loss_kind == DL_LOSS_BCE ? m->out_size : 1;
     const dl_comm *c = m->g->comm;
     dl_graph_set_training(m->g, 1);
@@ -9095,14 +9165,27 @@ static int dl__train_epoch(dl_model *m, const dl_dataset *train, int *perm, int 
         if (dl__forward(m->g, m->loss, 1) != DL_OK) return DL_ERR;
         l = dl_node_value(m->g, m->loss).data[0];
         hits = dl__count_correct(m, hi - lo, NULL);
-        if (c && dl__comm_figures(c, &l, &hits, hi - lo, cur, epoch, step) != DL_OK) return DL_ERR;
+        if (c) {
+            /* the batch's loss and hits over all ranks travel with the step's small
+               gradients (one call, not two); the step checks the loss before it
+               updates, so every rank stops at the same step with the same weights */
+            m->g->figures[0] = hi > lo ? l * (float)(hi - lo) : 0.0f;
+            m->g->figures[1] = (float)hits;
+            m->g->n_figures = 2;
+            m->g->figures_bad = 0;
+            rc = dl_graph_step(m->g, m->loss, &m->opt, m->epochs_done);
+            m->g->n_figures = 0;
+            l = m->g->figures[0] / (float)cur;
+            hits = (int)m->g->figures[1];
+            if (rc != DL_OK && !m->g->figures_bad) return DL_ERR;
+        }
         if (!isfinite(l))
             return dl__error("dl_fit: loss became %g at epoch %d, step %d of %d; lower the learning rate or check the data",
                              (double)l, epoch + 1, step + 1, steps);
         sum += (double)l * cur;
         seen += cur;
         correct += hits;
-        if (dl_graph_step(m->g, m->loss, &m->opt, m->epochs_done) != DL_OK) return DL_ERR;
+        if (!c && dl_graph_step(m->g, m->loss, &m->opt, m->epochs_done) != DL_OK) return DL_ERR;
         if (m->prune && dl__prune_after_step(m) != DL_OK) return DL_ERR;
         if (m->g->profile) { m->t_steps += dl__now() - t0; m->n_steps++; }
         if (bar && 100 * (step + 1) / steps != shown) {
@@ -9252,6 +9335,7 @@ DLDEF int dl_fit(dl_model *m, const dl_dataset *data, const dl_fit_opts *opts)
     /* state left in shards by dl_graph_step under the graph's own comm is made whole
        before it is handed on (collective over that comm) */
     if (m->g->state_shard && dl__comm_gather_state(m->g, m->g->comm, "dl_fit") != DL_OK) rc = DL_ERR;
+    if (rc == DL_OK && o.comm && dl__comm_bucket_reserve(m->g, o.comm, "dl_fit") != DL_OK) rc = DL_ERR;
     /* every rank joins the start-up exchange, so a rank that failed above fails all */
     if (o.comm) rc = dl__comm_fit_begin(m, o.comm, train.n, bs, epochs, rc);
     if (rc != DL_OK) {

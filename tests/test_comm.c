@@ -177,6 +177,8 @@ typedef struct job {
     int shard;                 /* ranks: the sharded update, for every parameter */
     int no_clip;               /* sgd without clip_norm (which turns sharding off) */
     int refit;                 /* then one more epoch in one process (comm NULL) */
+    int mse;                   /* one linear output and the squared error, not 4 classes */
+    int huge_at;               /* with mse: 1 + the sample whose target is 1e20 (0: none) */
     float val_split;
     uint64_t seed;
     /* results */
@@ -216,14 +218,15 @@ static void run_job(job *jb, const dl_comm *comm)
     size_t off = 0;
     if (jb->sgd) { opt.clip_norm = jb->no_clip ? 0.0f : 0.5f; opt.l2 = 1e-3f; }
     blobs(&d, jb->n);
+    if (jb->huge_at > 0) d.y[jb->huge_at - 1] = 1e20f;   /* its squared error overflows to inf */
     m = dl_sequential(DL_SHAPE(10));
     dl_model_seed(m, jb->seed);
     dl_add(m, dl_dense(13, DL_RELU));     /* 13 units: rows of 13 for the dropout after it */
     dl_add(m, dl_dropout(0.3f));
     dl_add(m, dl_dense(16, DL_TANH));
     dl_add(m, dl_dropout(0.2f));
-    dl_add(m, dl_dense(4, DL_SOFTMAX));
-    dl_compile(m, DL_LOSS_SPARSE_CE, opt);
+    dl_add(m, jb->mse ? dl_dense(1, DL_LINEAR) : dl_dense(4, DL_SOFTMAX));
+    dl_compile(m, jb->mse ? DL_LOSS_MSE : DL_LOSS_SPARSE_CE, opt);
     memset(&o, 0, sizeof o);
     o.epochs = jb->epochs;
     o.batch = jb->batch;
@@ -504,15 +507,17 @@ DL_TEST(a_failing_collective_fails_every_rank)
 {
     thread_arg *ranks = (thread_arg *)calloc(MAXR, sizeof *ranks);
     job jb = base_job();
-    long at;
-    int r;
+    /* the start-up exchange (call 2), the parameter broadcast (calls 3-15), and the
+       one sum of a step (its small gradients with the loss and hits) mid-training */
+    static const long at[3] = { 2, 9, 40 };
+    static const char *const what[3] = { "allreduce failed", "bcast of the parameters", "6 small gradients and 2 figures" };
+    int r, i;
     dl_set_threads(1);
-    /* the start-up exchange (call 2), the parameter broadcast, and a gradient sum mid-training */
-    for (at = 2; at <= 40; at += 19) {
-        run_ranks(&jb, 2, at, 0, ranks);
+    for (i = 0; i < 3; i++) {
+        run_ranks(&jb, 2, at[i], 0, ranks);
         for (r = 0; r < 2; r++) {
             DL_CHECK_EQ_INT(ranks[r].jb.rc, DL_ERR);
-            DL_CHECK_STR_CONTAINS(ranks[r].jb.err, "comm");
+            DL_CHECK_STR_CONTAINS(ranks[r].jb.err, what[i]);
             DL_CHECK_STR_CONTAINS(ranks[r].jb.err, r ? "rank 1 of 2" : "rank 0 of 2");
             free(ranks[r].jb.w);
         }
@@ -541,6 +546,41 @@ DL_TEST(a_failing_sharded_collective_fails_every_rank)
             free(ranks[r].jb.w);
         }
     }
+    free(ranks);
+}
+
+/* One sample's squared error overflows, so the loss of one rank's share is inf (its
+   gradient stays finite). The ranks sum the loss with the step's gradients, so both
+   stop at the step one process stops at, before that step's update, with one
+   process's weights: with whole updates and with sharded ones. */
+DL_TEST(an_infinite_loss_on_one_rank_stops_every_rank_at_the_same_step)
+{
+    thread_arg *ranks = (thread_arg *)calloc(MAXR, sizeof *ranks);
+    job one = base_job();
+    int r, shard;
+    one.mse = 1;
+    one.huge_at = 1 + 150;
+    dl_set_threads(1);
+    run_job(&one, NULL);
+    DL_CHECK_EQ_INT(one.rc, DL_ERR);
+    DL_CHECK_STR_CONTAINS(one.err, "loss became");
+    DL_CHECK(strstr(one.err, "at epoch") != NULL);
+    for (shard = 0; shard < 2; shard++) {
+        job jb = one;
+        jb.shard = shard;
+        run_ranks(&jb, 2, 0, 0, ranks);
+        for (r = 0; r < 2; r++) {
+            const char *at = strstr(ranks[r].jb.err, "at epoch");
+            DL_CHECK_EQ_INT(ranks[r].jb.rc, DL_ERR);
+            DL_CHECK_STR_CONTAINS(ranks[r].jb.err, "loss became");
+            DL_CHECK(at && strcmp(at, strstr(one.err, "at epoch")) == 0);   /* the same epoch and step */
+            DL_CHECK(rel_diff(one.w, ranks[r].jb.w, one.nw) < 1e-5);
+            DL_CHECK(memcmp(ranks[0].jb.w, ranks[r].jb.w, one.nw * sizeof(float)) == 0);
+        }
+        printf("  %s: both ranks stop %s\n", shard ? "sharded" : "whole", strstr(one.err, "at epoch"));
+        for (r = 0; r < 2; r++) free(ranks[r].jb.w);
+    }
+    free(one.w);
     free(ranks);
 }
 
