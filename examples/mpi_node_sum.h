@@ -10,8 +10,9 @@
    Open MPI's shared-memory transport (vader, without the cross-memory attach that a
    container forbids) instead copies each 32 KB fragment into a FIFO and out again,
    with a handshake per fragment. For the MLP's 407 KB on 2 ranks of a 2-core Zen 5
-   VM: 31 us against MPI_Allreduce's 38-40 alone (mpi_allreduce), and in training at
-   batch 128 about 53 against 66 us a step (mnist_mlp_mpi --comm-barrier).
+   VM: 18-30 us against MPI_Allreduce's 20-41 alone (mpi_allreduce, a quiet and a busy
+   hour), and in training at batch 128 about 53 against 66 us a step (mnist_mlp_mpi
+   --comm-barrier, before the copy-in was halved).
    The window grows (collectively) to the largest array asked for. It serves one
    host: node_sum_init returns 0 when the ranks span hosts, and the caller keeps
    MPI_Allreduce (a hierarchical sum, this within each host and MPI_Allreduce across
