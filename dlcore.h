@@ -7427,7 +7427,8 @@ static void dl__comm_bucket_sum(dl_graph *g)
         if (p->comm_state == 3) { used += dl__numel(p); n++; }
     }
     if (used == 0) return;
-    if (dl__comm_bucket_reserve(g, c, "dl_graph_step") != DL_OK) { g->comm_failed = 1; return; }
+    /* made by dl_fit or dl_graph_set_comm; grown here only if shard_min changed since */
+    if (used > g->bucket_cap && dl__comm_bucket_reserve(g, c, "dl_graph_step") != DL_OK) { g->comm_failed = 1; return; }
     memcpy(g->bucket, g->figures, (size_t)g->n_figures * sizeof(float));
     for (i = 0, used = (size_t)g->n_figures; i < g->n_params; i++) {
         dl__node *p = &g->nodes[g->params[i]];
@@ -7480,6 +7481,7 @@ DLDEF int dl_graph_step(dl_graph *g, int loss, const dl_optimizer *o, int epoch)
 {
     dl__step st;
     int i, j, fuse;
+    g->figures_bad = 0;
     if (dl__step_begin(g, o, epoch, &st, "dl_graph_step") != DL_OK) return DL_ERR;
     /* with a comm a gradient must be summed over the ranks before its update */
     fuse = o->kind != DL_SGD && !(o->clip_norm > 0.0f) && !g->comm;
@@ -9172,7 +9174,6 @@ static int dl__train_epoch(dl_model *m, const dl_dataset *train, int *perm, int 
             m->g->figures[0] = hi > lo ? l * (float)(hi - lo) : 0.0f;
             m->g->figures[1] = (float)hits;
             m->g->n_figures = 2;
-            m->g->figures_bad = 0;
             rc = dl_graph_step(m->g, m->loss, &m->opt, m->epochs_done);
             m->g->n_figures = 0;
             l = m->g->figures[0] / (float)cur;

@@ -144,30 +144,45 @@ static void node_sum_add(float *out, const float *a, const float *b, size_t n)
     for (; j < n; j++) out[j] = a[j] + b[j];
 }
 
+/* The first phase of every sum: the chunks the others read into this rank's slot
+   (its own chunk [lo, hi) stays in buf), a fence, then this rank's chunk of the sum
+   in buf: its own values, then the others' in rank order. */
+static int node_sum_own_chunk(node_sum *s, float *buf, size_t n, size_t lo, size_t hi)
+{
+    float *mine = node_sum_slot(s, s->rank);
+    int r, rc;
+    memcpy(mine, buf, lo * sizeof(float));
+    memcpy(mine + hi, buf + hi, (n - hi) * sizeof(float));
+    if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
+    for (r = 0; r < s->size; r++)
+        if (r != s->rank) node_sum_add(buf + lo, buf + lo, node_sum_slot(s, r) + lo, hi - lo);
+    return MPI_SUCCESS;
+}
+
+/* The last phase: every other rank's chunk out of its slot into buf. */
+static void node_sum_copy_out(const node_sum *s, float *buf, size_t n)
+{
+    int r;
+    for (r = 0; r < s->size; r++) {
+        size_t a = node_sum_cut(s, n, r), b = node_sum_cut(s, n, r + 1);
+        if (r != s->rank && b > a) memcpy(buf + a, node_sum_slot(s, r) + a, (b - a) * sizeof(float));
+    }
+}
+
 /* buf (n floats) becomes the sum over the ranks, the same bits on every rank. Returns
    an MPI error code. */
 static int node_sum_run(node_sum *s, float *buf, size_t n)
 {
     size_t lo = node_sum_cut(s, n, s->rank), hi = node_sum_cut(s, n, s->rank + 1);
     float *mine;
-    int r, rc;
+    int rc;
     if (s->size == 1) return MPI_SUCCESS;   /* the sum of one */
     if ((rc = node_sum_reserve(s, n)) != MPI_SUCCESS) return rc;
     mine = node_sum_slot(s, s->rank);
-    /* the others read only their own chunks of this slot until the sums are in */
-    memcpy(mine, buf, lo * sizeof(float));
-    memcpy(mine + hi, buf + hi, (n - hi) * sizeof(float));
+    if ((rc = node_sum_own_chunk(s, buf, n, lo, hi)) != MPI_SUCCESS) return rc;
+    memcpy(mine + lo, buf + lo, (hi - lo) * sizeof(float));   /* the sum, for the others to read */
     if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
-    if (hi > lo) {   /* then into this rank's slot, for the others to read */
-        for (r = 0; r < s->size; r++)
-            if (r != s->rank) node_sum_add(buf + lo, buf + lo, node_sum_slot(s, r) + lo, hi - lo);
-        memcpy(mine + lo, buf + lo, (hi - lo) * sizeof(float));
-    }
-    if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
-    for (r = 0; r < s->size; r++) {
-        size_t a = node_sum_cut(s, n, r), b = node_sum_cut(s, n, r + 1);
-        if (r != s->rank && b > a) memcpy(buf + a, node_sum_slot(s, r) + a, (b - a) * sizeof(float));
-    }
+    node_sum_copy_out(s, buf, n);
     /* no rank writes its slot again before every rank has read the sums */
     return node_sum_fence(s);
 }
@@ -177,16 +192,10 @@ static int node_sum_run(node_sum *s, float *buf, size_t n)
 static int node_sum_scatter(node_sum *s, float *buf, size_t n)
 {
     size_t lo = node_sum_cut(s, n, s->rank), hi = node_sum_cut(s, n, s->rank + 1);
-    int r, rc;
+    int rc;
     if (s->size == 1) return MPI_SUCCESS;
     if ((rc = node_sum_reserve(s, n)) != MPI_SUCCESS) return rc;
-    /* the others read only their own chunks of this slot: this rank's chunk stays in buf */
-    memcpy(node_sum_slot(s, s->rank), buf, lo * sizeof(float));
-    memcpy(node_sum_slot(s, s->rank) + hi, buf + hi, (n - hi) * sizeof(float));
-    if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
-    /* summed in node_sum_run's order: this rank's, then the others' in rank order */
-    for (r = 0; r < s->size; r++)
-        if (r != s->rank) node_sum_add(buf + lo, buf + lo, node_sum_slot(s, r) + lo, hi - lo);
+    if ((rc = node_sum_own_chunk(s, buf, n, lo, hi)) != MPI_SUCCESS) return rc;
     s->half ^= 1;
     return MPI_SUCCESS;
 }
@@ -196,15 +205,12 @@ static int node_sum_scatter(node_sum *s, float *buf, size_t n)
 static int node_sum_gather(node_sum *s, float *buf, size_t n)
 {
     size_t lo = node_sum_cut(s, n, s->rank), hi = node_sum_cut(s, n, s->rank + 1);
-    int r, rc;
+    int rc;
     if (s->size == 1) return MPI_SUCCESS;
     if ((rc = node_sum_reserve(s, n)) != MPI_SUCCESS) return rc;
     memcpy(node_sum_slot(s, s->rank) + lo, buf + lo, (hi - lo) * sizeof(float));
     if ((rc = node_sum_fence(s)) != MPI_SUCCESS) return rc;
-    for (r = 0; r < s->size; r++) {
-        size_t a = node_sum_cut(s, n, r), b = node_sum_cut(s, n, r + 1);
-        if (r != s->rank && b > a) memcpy(buf + a, node_sum_slot(s, r) + a, (b - a) * sizeof(float));
-    }
+    node_sum_copy_out(s, buf, n);
     s->half ^= 1;
     return MPI_SUCCESS;
 }
